@@ -1,0 +1,82 @@
+"""The service API: load an exported model and extract entities and relations.
+
+    from rasd import Extractor
+    ex = Extractor.from_pretrained("org/rasd-me5-small")      # or a local directory
+    doc = ex.extract("انسحبت القوات الأمريكية من قاعدة التنف")
+    doc.to_dict()   # the JSONL shape of the annotation scheme
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import List, Optional, Sequence
+
+from tokenizers import Tokenizer
+
+from .hub import ModelFilesError, read_manifest, resolve_model_dir, select_graph_files, verify_files
+from .onnx_spec import CONFIG_FILE, FORMAT_VERSION, TOKENIZER_FILE
+from .pipeline import ModelSpec, predict
+from .runtime import OnnxBackend
+from .schema import Document
+
+DEFAULT_MAX_CHARS = 1_000_000
+
+
+class Extractor:
+    def __init__(self, model_dir: str, quantized: bool = True, threads: Optional[int] = None,
+                 max_chars: int = DEFAULT_MAX_CHARS, verify: bool = True):
+        files = read_manifest(model_dir)
+        graphs = select_graph_files(files, quantized)
+        needed = [CONFIG_FILE, TOKENIZER_FILE] + graphs
+        if verify:
+            verify_files(model_dir, needed)
+        with open(os.path.join(model_dir, CONFIG_FILE), encoding="utf-8") as f:
+            cfg = json.load(f)
+        if cfg.get("format_version") != FORMAT_VERSION:
+            raise ModelFilesError(f"{model_dir}: model format {cfg.get('format_version')!r}, this rasd reads "
+                                  f"{FORMAT_VERSION}; upgrade rasd or re-export the model")
+        self.model_dir = model_dir
+        self.config = cfg
+        self.spec = ModelSpec.from_dict(cfg)
+        self.quantized = graphs[0].endswith(".int8.onnx")
+        self.tokenizer = Tokenizer.from_file(os.path.join(model_dir, TOKENIZER_FILE))
+        self.backend = OnnxBackend(*(os.path.join(model_dir, g) for g in graphs), threads=threads)
+        self.max_chars = max_chars
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str, revision: Optional[str] = None, quantized: bool = True,
+                        cache_dir: Optional[str] = None, local_files_only: bool = False, threads: Optional[int] = None,
+                        max_chars: int = DEFAULT_MAX_CHARS, token=None) -> "Extractor":
+        """Load from a local export directory or a Hub repo id (revision pinnable).
+
+        quantized=True uses the INT8 graphs when the model publishes them
+        (they passed the export's F1 gate) and FP32 otherwise.
+        """
+        model_dir = resolve_model_dir(path_or_repo_id, revision=revision, cache_dir=cache_dir, quantized=quantized,
+                                      local_files_only=local_files_only, token=token)
+        return cls(model_dir, quantized=quantized, threads=threads, max_chars=max_chars)
+
+    def _check(self, texts: Sequence[str]) -> None:
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"text #{i} is {type(t).__name__}, not str")
+            if not t.strip():
+                raise ValueError(f"text #{i} is empty")
+            if len(t) > self.max_chars:
+                raise ValueError(f"text #{i} has {len(t):,} characters, over the limit of {self.max_chars:,}; "
+                                 f"split it or raise max_chars")
+
+    def extract(self, text: str, doc_id: str = "0") -> Document:
+        return self.extract_batch([text], doc_ids=[doc_id])[0]
+
+    def extract_batch(self, texts: Sequence[str], batch_size: int = 16,
+                      doc_ids: Optional[Sequence[str]] = None) -> List[Document]:
+        """Documents in input order; windows of all texts are batched by length."""
+        texts = list(texts)
+        self._check(texts)
+        if doc_ids is not None and len(doc_ids) != len(texts):
+            raise ValueError(f"{len(doc_ids)} ids for {len(texts)} texts")
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        return predict(texts, self.tokenizer, self.spec, self.backend, batch_size=batch_size,
+                       doc_ids=[str(i) for i in doc_ids] if doc_ids is not None else None)

@@ -1,0 +1,42 @@
+"""One spec of the exported graphs: file names, input/output names, dtypes
+and dynamic axes. The exporter and the runtime both read it, so a renamed
+input cannot silently break serving.
+"""
+from __future__ import annotations
+
+ENCODER = {
+    "file": "encoder.onnx",
+    "int8_file": "encoder.int8.onnx",
+    "inputs": {"input_ids": ("int64", ("batch", "sequence")),
+               "attention_mask": ("int64", ("batch", "sequence"))},
+    "outputs": {"tag_logits": ("float32", ("batch", "sequence", "tags")),
+                "hidden_states": ("float32", ("batch", "sequence", "hidden"))},
+}
+RELATION = {
+    "file": "relation.onnx",
+    "int8_file": "relation.int8.onnx",
+    "inputs": {"hidden_states": ("float32", ("batch", "sequence", "hidden")),
+               "pair_batch": ("int64", ("pairs",)),
+               "head_span": ("int64", ("pairs", 2)),
+               "tail_span": ("int64", ("pairs", 2)),
+               "head_type": ("int64", ("pairs",)),
+               "tail_type": ("int64", ("pairs",)),
+               "distance_bucket": ("int64", ("pairs",))},
+    "outputs": {"relation_logits": ("float32", ("pairs", "classes"))},
+}
+GRAPHS = {"encoder": ENCODER, "relation": RELATION}
+
+CONFIG_FILE = "rasd_config.json"
+TOKENIZER_FILE = "tokenizer.json"
+MANIFEST_FILE = "manifest.json"
+FORMAT_VERSION = 1
+
+
+def dynamic_axes(graph: dict) -> dict:
+    """{name: {axis index: axis name}} for the symbolic (string) axes."""
+    out = {}
+    for name, (_, axes) in {**graph["inputs"], **graph["outputs"]}.items():
+        dyn = {i: a for i, a in enumerate(axes) if isinstance(a, str)}
+        if dyn:
+            out[name] = dyn
+    return out

@@ -1,0 +1,77 @@
+"""onnxruntime sessions for the two graphs, as a pipeline backend.
+
+One InferenceSession per graph, created once and shared: onnxruntime's
+Run() is thread-safe, so an Extractor can serve many threads at once.
+Inputs are checked against the graph's declared names before running so
+that a mismatched model gives an error naming the input, not a crash deep
+inside onnxruntime.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, Optional
+
+import numpy as np
+import onnxruntime as ort
+
+from .onnx_spec import ENCODER, RELATION
+
+
+class ModelFormatError(RuntimeError):
+    """The files of a model do not match what this version of rasd expects."""
+
+
+def _session(path: str, threads: Optional[int]) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise ModelFormatError(f"{path}: onnxruntime cannot load this graph: {e}") from e
+
+
+def _check_io(sess: ort.InferenceSession, graph: dict, path: str) -> None:
+    have = {i.name for i in sess.get_inputs()}
+    want = set(graph["inputs"])
+    if have != want:
+        raise ModelFormatError(f"{os.path.basename(path)}: graph inputs {sorted(have)} differ from the expected "
+                               f"{sorted(want)}; was it exported by a different rasd version?")
+    outs = {o.name for o in sess.get_outputs()}
+    if not set(graph["outputs"]) <= outs:
+        raise ModelFormatError(f"{os.path.basename(path)}: graph outputs {sorted(outs)} lack "
+                               f"{sorted(set(graph['outputs']) - outs)}")
+
+
+class OnnxBackend:
+    def __init__(self, encoder_path: str, relation_path: str, threads: Optional[int] = None):
+        self.encoder = _session(encoder_path, threads)
+        _check_io(self.encoder, ENCODER, encoder_path)
+        self.relation = _session(relation_path, threads)
+        _check_io(self.relation, RELATION, relation_path)
+        self.hidden_size = self.encoder.get_outputs()[1].shape[-1]
+
+    @staticmethod
+    def _feed(graph: dict, arrays: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        feed = {}
+        for name, (dtype, axes) in graph["inputs"].items():
+            a = np.ascontiguousarray(arrays[name])
+            if a.dtype != np.dtype(dtype):
+                a = a.astype(dtype)
+            if a.ndim != len(axes):
+                raise ValueError(f"input {name!r} must have {len(axes)} dimensions {axes}, got shape {a.shape}")
+            feed[name] = a
+        return feed
+
+    def tag(self, input_ids, attention_mask):
+        logits, hidden = self.encoder.run(list(ENCODER["outputs"]), self._feed(
+            ENCODER, {"input_ids": input_ids, "attention_mask": attention_mask}))
+        return logits, hidden
+
+    def relate(self, hidden, pair_batch, head_span, tail_span, head_type, tail_type, distance_bucket):
+        (logits,) = self.relation.run(list(RELATION["outputs"]), self._feed(RELATION, {
+            "hidden_states": hidden, "pair_batch": pair_batch, "head_span": head_span, "tail_span": tail_span,
+            "head_type": head_type, "tail_type": tail_type, "distance_bucket": distance_bucket}))
+        return logits

@@ -1,0 +1,77 @@
+"""Shared fixtures: a tiny corpus from tests/fixtures/mini.txt, and one tiny
+model trained and exported once per test session (hidden size 32)."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+HERE = os.path.dirname(__file__)
+MINI = os.path.join(HERE, "fixtures", "mini.txt")
+
+
+@pytest.fixture(scope="session")
+def mini_docs():
+    from rasd_train.markup import parse_markup
+    return parse_markup(MINI)
+
+
+@pytest.fixture(scope="session")
+def mini_corpus(tmp_path_factory, mini_docs):
+    """train = all 8 documents, dev = first 4, test = last 4 (ids made unique)."""
+    from rasd.schema import write_documents
+    import copy
+    d = tmp_path_factory.mktemp("mini_corpus")
+    write_documents(str(d / "train.jsonl"), mini_docs)
+    for split, part in (("dev", mini_docs[:4]), ("test", mini_docs[4:])):
+        docs = copy.deepcopy(part)
+        for doc in docs:
+            doc.id = f"{split}-{doc.id}"
+        write_documents(str(d / f"{split}.jsonl"), docs)
+    return str(d)
+
+
+TINY_YAML = """
+encoder: {{name: tiny, hidden_size: 32, num_layers: 2, num_heads: 2, intermediate_size: 64, vocab_size: 400}}
+model: {{max_length: 64, stride: 16, relation_hidden_size: 32}}
+train: {{data_dir: {data}, output_dir: {out}, epochs: 40, batch_size: 4, learning_rate: 3e-3,
+        head_learning_rate: 3e-3, eval_every: 20, early_stopping_patience: 0, num_threads: 2}}
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_config_path(tmp_path_factory, mini_corpus):
+    d = tmp_path_factory.mktemp("tiny_cfg")
+    path = d / "tiny.yaml"
+    path.write_text(TINY_YAML.format(data=mini_corpus, out=d / "run"), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_config_path):
+    """(run dir, summary) of a tiny model trained on the mini corpus."""
+    from rasd_train.config import load_config
+    from rasd_train.train import train
+    cfg = load_config(tiny_config_path)
+    summary = train(cfg)
+    return cfg.train.output_dir, summary
+
+
+@pytest.fixture(scope="session")
+def exported_model(trained_run, mini_corpus, tmp_path_factory):
+    """Directory of the tiny model exported to ONNX with INT8 attempted."""
+    from rasd_train.export import export
+    run_dir, _ = trained_run
+    out = tmp_path_factory.mktemp("export") / "model"
+    report = export(os.path.join(run_dir, "model"), str(out), quantize=True, data_dir=mini_corpus)
+    assert report["parity"]["passed"], report
+    return str(out)
+
+
+@pytest.fixture
+def exported_copy(exported_model, tmp_path):
+    """A private copy a test may damage."""
+    dst = tmp_path / "model"
+    shutil.copytree(exported_model, dst)
+    return str(dst)

@@ -1,0 +1,152 @@
+"""Alignment and decoding: spans <-> tags <-> offsets, windows and merging."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+from rasd.align import SpecialTokens, make_windows, spans_to_word_tags, tokenize_text
+from rasd.decode import candidate_pairs, decode_relation, decode_tags, merge_windows
+from rasd.schema import ENTITY_LABELS, Entity, bio_tags
+from rasd.text import split_words
+
+TAGS = bio_tags()
+WORDS_FOR_VOCAB = ["قاعدة التنف بقاعدة “قسرك” القوات الأمريكية سلّمَت ، (قسد) 15 ٢٠٢١ و الجيش المالي في مدينة الحسكة ."]
+
+
+def char_tokenizer() -> Tokenizer:
+    """A WordPiece tokenizer whose vocabulary is single characters: one sub-token per character."""
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3}
+    for c in sorted(set("".join(WORDS_FOR_VOCAB))):
+        for piece in (c, "##" + c):
+            vocab.setdefault(piece, len(vocab))
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=1000))
+    tok.pre_tokenizer = pre_tokenizers.Split(pattern=" ", behavior="removed")
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2),
+                                                                                                 ("[SEP]", 3)])
+    return tok
+
+
+def wordpiece_tokenizer(texts):
+    from rasd_train.tiny_encoder import train_wordpiece
+    return train_wordpiece(texts, 300).backend_tokenizer
+
+
+def one_hot(tags):
+    p = np.full((len(tags), len(TAGS)), 0.01, dtype=np.float32)
+    for i, t in enumerate(tags):
+        p[i, TAGS.index(t)] = 0.96
+    return p
+
+
+def test_gold_spans_round_trip_on_mini_corpus(mini_docs):
+    tok = wordpiece_tokenizer([d.text for d in mini_docs])
+    for doc in mini_docs:
+        tt = tokenize_text(doc.text, tok)
+        tags = spans_to_word_tags(tt.words, doc.entities)
+        ents = decode_tags(tt, one_hot(tags), TAGS)
+        assert [(e.start, e.end, e.label) for e in ents] == [(e.start, e.end, e.label) for e in doc.entities]
+        for e in ents:
+            assert doc.text[e.start:e.end] == e.text
+
+
+WORDS = ["قاعدة", "التنف", "بقاعدة", "“قسرك”", "القوات", "الأمريكية", "سلّمَت", "،", "(قسد)", "15", "٢٠٢١", "و",
+         "الجيش", "المالي", "في", "مدينة", "الحسكة", "."]
+
+
+@st.composite
+def annotated_text(draw):
+    """Random text from real words (with clitics, quotes, digits, diacritics) and random word-aligned spans."""
+    n = draw(st.integers(1, 30))
+    parts = draw(st.lists(st.sampled_from(WORDS), min_size=n, max_size=n))
+    seps = draw(st.lists(st.sampled_from([" ", " ", " ", "\n"]), min_size=n, max_size=n))
+    text = "".join(p + s for p, s in zip(parts, seps)).strip()
+    words = split_words(text)
+    ents, i = [], 0
+    while i < len(words):
+        if draw(st.booleans()):
+            j = min(len(words), i + draw(st.integers(1, 3)))
+            a, b = words[i][0], words[j - 1][1]
+            seg = text[a:b]
+            if "\n" not in seg and text[a].isalnum() and text[b - 1].isalnum():
+                ents.append(Entity(f"T{len(ents) + 1}", a, b, draw(st.sampled_from(ENTITY_LABELS))))
+                i = j + 1  # leave a gap so adjacent spans stay separate
+                continue
+        i += 1
+    return text, ents
+
+
+@given(annotated_text(), st.integers(8, 20), st.integers(0, 5))
+@settings(max_examples=150, deadline=None)
+def test_spans_tags_offsets_round_trip_through_windows(sample, max_length, stride):
+    """gold spans -> word tags -> per-window probabilities -> merged -> decoded spans == gold."""
+    text, ents = sample
+    tok = char_tokenizer()
+    sp = SpecialTokens.from_tokenizer(tok)
+    tt = tokenize_text(text, tok)
+    tags = spans_to_word_tags(tt.words, ents)
+    probs = one_hot(tags)
+    wins = make_windows(tt, sp, max_length, min(stride, max_length - 3))
+    # windows cover every word, in order, and respect the length limit
+    assert wins[0].word_start == 0 and wins[-1].word_end == len(tt.words)
+    for a, b in zip(wins, wins[1:]):
+        assert b.word_start <= a.word_end and b.word_start > a.word_start
+    for w in wins:
+        assert len(w.input_ids) <= max_length
+    merged = merge_windows(len(tt.words), wins, [{w: probs[w] for w in win.word_token} for win in wins])
+    got = decode_tags(tt, merged, TAGS)
+    assert [(e.start, e.end, e.label) for e in got] == [(e.start, e.end, e.label) for e in ents]
+
+
+def test_merge_prefers_the_most_central_window():
+    from rasd.align import Window
+    w1 = Window(0, 6, [])
+    w2 = Window(3, 9, [])
+    a = np.array([1.0, 0.0], dtype=np.float32)
+    b = np.array([0.0, 1.0], dtype=np.float32)
+    merged = merge_windows(9, [w1, w2], [{i: a for i in range(0, 6)}, {i: b for i in range(3, 9)}])
+    # word 3: margin 2 in w1 (6-1-3) vs 0 in w2 -> w1; word 5: margin 0 in w1 vs 2 in w2 -> w2
+    assert merged[3].tolist() == a.tolist()
+    assert merged[5].tolist() == b.tolist()
+    with pytest.raises(RuntimeError, match="not covered"):
+        merge_windows(10, [w1, w2], [{i: a for i in range(0, 6)}, {i: b for i in range(3, 9)}])
+
+
+def test_giant_word_is_truncated_and_reported():
+    tok = char_tokenizer()
+    sp = SpecialTokens.from_tokenizer(tok)
+    text = "قاعدة " + "ت" * 200 + " التنف"
+    tt = tokenize_text(text, tok)
+    wins = make_windows(tt, sp, 16, 4)
+    assert any(w.truncated_words == [1] for w in wins)
+    assert all(len(w.input_ids) <= 16 for w in wins)
+    assert wins[-1].word_end == 3
+
+
+def test_decode_trims_punctuation_and_breaks_paragraphs():
+    tok = char_tokenizer()
+    text = "“قسرك” القوات\nالأمريكية"
+    tt = tokenize_text(text, tok)
+    tags = ["B-BASE", "I-BASE", "I-BASE", "B-FORCE", "I-FORCE"]
+    ents = decode_tags(tt, one_hot(tags), TAGS)
+    assert [(e.text, e.label) for e in ents] == [("قسرك", "BASE"), ("القوات", "FORCE"), ("الأمريكية", "FORCE")]
+
+
+def test_lenient_iob_and_scores():
+    tok = char_tokenizer()
+    text = "القوات الأمريكية قاعدة"
+    tt = tokenize_text(text, tok)
+    ents = decode_tags(tt, one_hot(["I-FORCE", "I-FORCE", "I-BASE"]), TAGS)
+    assert [(e.text, e.label) for e in ents] == [("القوات الأمريكية", "FORCE"), ("قاعدة", "BASE")]
+    assert all(0 < e.score <= 1 for e in ents)
+
+
+def test_candidate_pairs_and_relation_masking():
+    text = "القوات قاعدة\nالجيش مدينة"
+    ents = [Entity("T1", 0, 6, "FORCE"), Entity("T2", 7, 12, "BASE"), Entity("T3", 13, 18, "FORCE"),
+            Entity("T4", 19, 24, "LOCATION")]
+    pairs = candidate_pairs(text, ents)
+    assert sorted(pairs) == [(0, 1), (1, 0), (2, 3), (3, 2)]  # same paragraph, type-valid only
+    # FORCE -> BASE cannot be HANDED_TO even if that logit is highest
+    label, p = decode_relation(np.array([0.0, 1.0, 5.0]), "FORCE", "BASE", ["WITHDREW_FROM", "HANDED_TO"])
+    assert label == "WITHDREW_FROM" and 0.5 < p < 1

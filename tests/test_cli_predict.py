@@ -1,0 +1,110 @@
+"""`rasd predict`, `validate`, `stats` and the Extractor's input checks."""
+import json
+
+import pytest
+
+from rasd import Extractor
+from rasd.cli import main
+from rasd.hub import ModelFilesError
+
+SENT = "انسحبت القوات الأمريكية من قاعدة التنف وسلّمتها إلى الحكومة السورية بعد غارات جوية في محافظة دير الزور."
+
+
+def test_predict_jsonl_round_trip(exported_model, tmp_path, capsys):
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(json.dumps({"id": "a1", "text": SENT}, ensure_ascii=False) + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    html = tmp_path / "view.html"
+    assert main(["predict", "--model", exported_model, "--input", str(inp), "--output", str(out),
+                 "--html", str(html)]) == 0
+    rec = json.loads(out.read_text(encoding="utf-8"))
+    assert rec["id"] == "a1" and rec["entities"]
+    # the output is a valid prediction in the scheme's shape
+    assert main(["validate", "--prediction", str(out)]) == 0
+    page = html.read_text(encoding="utf-8")
+    assert "dir='rtl'" in page and "ent-BASE" in page
+
+
+def test_predict_reports_bad_lines(exported_model, tmp_path, capsys):
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(json.dumps({"id": "ok", "text": SENT}, ensure_ascii=False) + "\n\n{bad\n" +
+                   json.dumps({"id": "x"}) + "\n" + json.dumps({"id": "e", "text": "  "}) + "\n", encoding="utf-8")
+    assert main(["predict", "--model", exported_model, "--input", str(inp)]) == 2
+    err = capsys.readouterr().err
+    assert f"{inp}:2: empty line" in err and f"{inp}:3: invalid JSON" in err and f"{inp}:4: no 'text'" in err
+    assert f"{inp}:5: empty 'text'" in err
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", "--model", exported_model, "--input", str(inp), "--output", str(out),
+                 "--skip-errors"]) == 0
+    recs = [json.loads(l) for l in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in recs] == ["ok", "line-2", "line-3", "x", "e"]
+    assert "entities" in recs[0] and all("error" in r for r in recs[1:])
+
+
+def test_predict_plain_text(exported_model, tmp_path, capsys):
+    inp = tmp_path / "article.txt"
+    inp.write_text(SENT + "\n" + SENT + "\n", encoding="utf-8")
+    assert main(["predict", "--model", exported_model, "--input", str(inp), "--fp32"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["id"] == "article" and rec["text"].count("\n") == 1
+    # relations never cross the paragraph break
+    para = {e["id"]: rec["text"].count("\n", 0, e["start"]) for e in rec["entities"]}
+    assert all(para[r["head"]] == para[r["tail"]] for r in rec["relations"])
+
+
+def test_extractor_input_errors(exported_model):
+    ex = Extractor.from_pretrained(exported_model, max_chars=500)
+    with pytest.raises(ValueError, match="text #1 is empty"):
+        ex.extract_batch([SENT, "   "])
+    with pytest.raises(TypeError, match="text #0 is bytes"):
+        ex.extract_batch([SENT.encode()])
+    with pytest.raises(ValueError, match="over the limit of 500"):
+        ex.extract(SENT * 10)
+
+
+def test_long_text_is_read_to_the_end(exported_model):
+    """A text many windows long: every sentence gets its entities, offsets stay exact."""
+    ex = Extractor.from_pretrained(exported_model)
+    text = " ".join([SENT] * 30)
+    doc = ex.extract(text)
+    assert len(text.split()) > 3 * ex.spec.max_length / 2  # several windows
+    bases = [e for e in doc.entities if e.label == "BASE"]
+    assert len(bases) == 30
+    for e in doc.entities:
+        assert text[e.start:e.end] == e.text
+
+
+def test_missing_and_wrong_model_files(exported_copy, tmp_path):
+    import os
+    os.remove(os.path.join(exported_copy, "relation.int8.onnx")) if os.path.exists(
+        os.path.join(exported_copy, "relation.int8.onnx")) else os.remove(os.path.join(exported_copy, "relation.onnx"))
+    with pytest.raises(ModelFilesError, match=r"missing file relation"):
+        Extractor.from_pretrained(exported_copy)
+    with pytest.raises(ModelFilesError, match="not found"):
+        Extractor.from_pretrained(str(tmp_path / "nowhere"))
+    with pytest.raises(ModelFilesError, match="manifest"):
+        Extractor.from_pretrained(str(tmp_path))
+
+
+def test_wrong_onnx_inputs_are_named(exported_copy):
+    """A graph whose inputs differ from the spec is refused with the names."""
+    import os
+    import shutil
+    from rasd.runtime import ModelFormatError, OnnxBackend
+    enc = os.path.join(exported_copy, "encoder.onnx")
+    rel = os.path.join(exported_copy, "relation.onnx")
+    with pytest.raises(ModelFormatError, match="graph inputs"):
+        OnnxBackend(rel, rel)
+    backend = OnnxBackend(enc, rel)
+    import numpy as np
+    with pytest.raises(ValueError, match="input 'input_ids' must have 2 dimensions"):
+        backend.tag(np.zeros(5, dtype=np.int64), np.ones(5, dtype=np.int64))
+    shutil.copy(rel, enc + ".x")
+
+
+def test_validate_and_stats_commands(mini_corpus, capsys):
+    assert main(["validate", f"{mini_corpus}/train.jsonl"]) == 0
+    assert "violations=0 documents=8" in capsys.readouterr().out
+    assert main(["stats", mini_corpus]) == 0
+    out = capsys.readouterr().out
+    assert "train | 8 |" in out and "same string, different labels" in out

@@ -1,0 +1,147 @@
+"""Config loading, the model (loss, save/load), metrics on hand-made cases, training."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from rasd.schema import Document, Entity, Relation
+from rasd_train.config import ConfigError, config_from_dict, load_config
+from rasd_train.metrics import score
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
+
+
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(CONFIGS) if f.endswith(".yaml")))
+def test_shipped_configs_load(name):
+    cfg = load_config(os.path.join(CONFIGS, name))
+    assert cfg.model.max_length > cfg.model.stride
+
+
+def test_unknown_key_is_named(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  learning_rat: 1e-4\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="learning_rat"):
+        load_config(str(p))
+    with pytest.raises(ConfigError, match="unknown section"):
+        config_from_dict({"trian": {}})
+    with pytest.raises(ConfigError, match="expected a number"):
+        config_from_dict({"train": {"epochs": "many"}})
+
+
+def test_numbers_from_yaml_strings_and_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  learning_rate: 2e-4\n  epochs: 3\n", encoding="utf-8")
+    cfg = load_config(str(p), {"train.batch_size": 2})
+    assert cfg.train.learning_rate == pytest.approx(2e-4)
+    assert cfg.train.epochs == 3 and cfg.train.batch_size == 2
+
+
+def _tiny_model_and_batch(mini_docs):
+    from rasd.align import SpecialTokens
+    from rasd_train.data import collate, featurize
+    from rasd_train.modeling import RasdConfig, RasdModel
+    from rasd_train.tiny_encoder import tiny_bert_config, train_wordpiece
+    tok = train_wordpiece([d.text for d in mini_docs], 300)
+    enc = tiny_bert_config(len(tok), 32, 1, 2, 64)
+    torch.manual_seed(0)
+    model = RasdModel(RasdConfig(encoder_config=enc.to_dict(), window_length=64, window_stride=16,
+                                 relation_hidden_size=32))
+    sp = SpecialTokens.from_tokenizer(tok.backend_tokenizer)
+    feats = [f for d in mini_docs for f in featurize(d, tok.backend_tokenizer, model.config.spec(), sp)]
+    return tok, model, collate(feats, sp.pad_id)
+
+
+def test_features_hold_gold_pairs(mini_docs):
+    _, _, batch = _tiny_model_and_batch(mini_docs)
+    n_gold = sum(len(d.relations) for d in mini_docs)
+    assert int((batch["pair_labels"] > 0).sum()) == n_gold  # every gold relation fits a window of 64
+    assert int((batch["pair_labels"] == 0).sum()) > 0  # and there are negatives
+    assert (batch["labels"] != -100).sum() == sum(len(__import__("rasd").text.split_words(d.text)) for d in mini_docs)
+
+
+def test_loss_goes_down_on_a_toy_batch(mini_docs):
+    _, model, batch = _tiny_model_and_batch(mini_docs)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    losses = []
+    for _ in range(30):
+        out = model(**batch)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["loss"].item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_save_load_equality(mini_docs, tmp_path):
+    from rasd_train.modeling import RasdModel
+    tok, model, batch = _tiny_model_and_batch(mini_docs)
+    model.eval()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists() and not list(tmp_path.glob("*.bin"))
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["model_type"] == "rasd" and cfg["relation_labels"] == ["WITHDREW_FROM", "HANDED_TO"]
+    assert cfg["id2label"]["1"] == "B-BASE"
+    again = RasdModel.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        a, b = model(**batch), again(**batch)
+    assert torch.allclose(a["tag_logits"], b["tag_logits"], atol=1e-6)
+    assert torch.allclose(a["rel_logits"], b["rel_logits"], atol=1e-6)
+
+
+def _doc(ents, rels=()):
+    text = "القوات الأمريكية انسحبت من قاعدة التنف في محافظة حمص"
+    return Document("d", text, [Entity(f"T{i + 1}", s, e, lab) for i, (s, e, lab) in enumerate(ents)],
+                    [Relation(h, t, lab) for h, t, lab in rels])
+
+
+def test_metrics_on_hand_made_cases():
+    gold = _doc([(0, 16, "FORCE"), (27, 38, "BASE"), (42, 52, "LOCATION")], [("T1", "T2", "WITHDREW_FROM")])
+    # T1 exact, T2 boundary error (partial only), T3 wrong label, one spurious OPERATION
+    pred = _doc([(0, 16, "FORCE"), (33, 38, "BASE"), (42, 52, "BASE"), (17, 23, "OPERATION")],
+                [("T1", "T2", "WITHDREW_FROM")])
+    m = score([gold], [pred])
+    s, p = m["strict"], m["partial"]
+    assert s["entities"]["micro"]["tp"] == 1 and s["entities"]["micro"]["pred"] == 4
+    assert s["entities"]["micro"]["gold"] == 3
+    assert p["entities"]["micro"]["tp"] == 2
+    assert s["entities"]["FORCE"]["f1"] == 1.0 and s["entities"]["LOCATION"]["recall"] == 0.0
+    # relation: tail is only a partial match
+    assert s["relations"]["micro"]["tp"] == 0 and p["relations"]["micro"]["tp"] == 1
+    assert m["seqeval"]["FORCE"]["f1-score"] == 1.0
+    conf = m["confusion"]
+    loc, base = conf["labels"].index("LOCATION"), conf["labels"].index("BASE")
+    assert conf["matrix"][loc][base] == 2  # محافظة حمص: two words tagged BASE
+
+
+def test_partial_matching_uses_each_gold_once():
+    gold = _doc([(0, 16, "FORCE")])
+    pred = _doc([(0, 6, "FORCE"), (7, 16, "FORCE")])
+    m = score([gold], [pred])
+    assert m["partial"]["entities"]["micro"]["tp"] == 1
+
+
+def test_training_run_learns_and_writes_artifacts(trained_run):
+    run_dir, summary = trained_run
+    for name in ("metrics.jsonl", "curves.png", "train_summary.json", "model/config.json",
+                 "model/model.safetensors", "model/tokenizer.json"):
+        assert os.path.exists(os.path.join(run_dir, name)), name
+    recs = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8")]
+    losses = [r["loss"] for r in recs if "loss" in r]
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    # it memorises its 8 training documents; dev is a subset of train here
+    assert summary["dev"]["strict"]["entities"]["micro"]["f1"] > 0.8
+
+
+def test_resume_continues_from_checkpoint(trained_run, tiny_config_path):
+    from rasd_train.config import load_config
+    from rasd_train.train import train
+    run_dir, summary = trained_run
+    cfg = load_config(tiny_config_path, {"train.epochs": 45})
+    s2 = train(cfg, resume=True)
+    assert s2["steps"] == 90 and summary["steps"] == 80
+    recs = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8")]
+    steps = [r["step"] for r in recs if "loss" in r]
+    assert steps == list(range(1, 91))  # appended, not restarted

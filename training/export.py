@@ -1,0 +1,242 @@
+"""Export a trained model to ONNX, gate it on parity, and publish it.
+
+    rasd export runs/me5-small/model exports/me5-small [--quantize] [--data data/corpus]
+
+One wrapper module per graph (encoder+tagger, relation head), names and
+dynamic axes from rasd.onnx_spec. Everything is written to a temporary
+directory first; the gate then checks, like optimum's
+validate_model_outputs, that ONNX FP32 matches torch on named outputs
+(np.allclose) and that decoded predictions are identical; INT8, when asked
+for, must stay within 0.5 F1 point of FP32 on dev entities and relations.
+Only a model that passes is moved to OUT_DIR, with a manifest of SHA-256s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from typing import List, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from rasd import pipeline
+from rasd.hub import sha256_file
+from rasd.onnx_spec import (CONFIG_FILE, ENCODER, FORMAT_VERSION, MANIFEST_FILE, RELATION, TOKENIZER_FILE,
+                            dynamic_axes)
+from rasd.runtime import OnnxBackend
+from rasd.schema import RELATION_TYPES, SCHEME_VERSION, Document, read_documents
+
+from .metrics import headline, score
+from .modeling import RasdModel, TorchBackend
+
+INT8_TOLERANCE = 0.005  # F1, absolute (0.5 point)
+SAMPLE_TEXTS = [
+    "انسحبت القوات الأمريكية من قاعدة التنف وسلّمتها إلى الحكومة السورية بعد غارات جوية في محافظة دير الزور.",
+    "سلّمت قوة برخان الفرنسية قاعدة كيدال إلى الجيش المالي، فيما نفذ الجيش عمليات تمشيط قرب مدينة تمبكتو.",
+]
+
+
+class EncoderGraph(nn.Module):
+    def __init__(self, model: RasdModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model.encode(input_ids, attention_mask)
+
+
+class RelationGraph(nn.Module):
+    def __init__(self, model: RasdModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, hidden_states, pair_batch, head_span, tail_span, head_type, tail_type, distance_bucket):
+        return self.model.relate(hidden_states, pair_batch, head_span, tail_span, head_type, tail_type,
+                                 distance_bucket)
+
+
+class GateFailure(RuntimeError):
+    pass
+
+
+def _export(module: nn.Module, args: tuple, graph: dict, path: str) -> None:
+    # The TorchScript exporter (dynamo=False) handles dynamic_axes directly
+    # and gives graphs that onnxruntime's dynamic quantiser accepts.
+    torch.onnx.export(module, args, path, input_names=list(graph["inputs"]), output_names=list(graph["outputs"]),
+                      dynamic_axes=dynamic_axes(graph), opset_version=17, do_constant_folding=True, dynamo=False)
+
+
+def export_graphs(model: RasdModel, tokenizer, out_dir: str) -> None:
+    model.eval()
+    spec = model.config.spec()
+    batch = pipeline._pad([tokenizer.backend_tokenizer.encode(t).ids[:spec.max_length] for t in SAMPLE_TEXTS],
+                          0)
+    ids, mask = (torch.as_tensor(a) for a in batch)
+    with torch.no_grad():
+        _, hidden = model.encode(ids, mask)
+    _export(EncoderGraph(model), (ids, mask), ENCODER, os.path.join(out_dir, ENCODER["file"]))
+    pairs = (torch.tensor([0, 1, 1]), torch.tensor([[1, 3], [2, 4], [1, 2]]), torch.tensor([[4, 6], [1, 2], [5, 7]]),
+             torch.tensor([1, 0, 2]), torch.tensor([0, 1, 3]), torch.tensor([2, 0, 5]))
+    _export(RelationGraph(model), (hidden,) + pairs, RELATION, os.path.join(out_dir, RELATION["file"]))
+
+
+def quantize_int8(out_dir: str) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    for g in (ENCODER, RELATION):
+        # Weights only (MatMul/Gemm): per-channel int8 keeps the small heads accurate.
+        quantize_dynamic(os.path.join(out_dir, g["file"]), os.path.join(out_dir, g["int8_file"]),
+                         weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul", "Gemm"])
+
+
+def _outputs(backend, tokenizer, spec, texts):
+    """Raw logits on the texts' first windows plus all decoded predictions."""
+    from rasd.align import SpecialTokens, make_windows, tokenize_text
+    sp = SpecialTokens.from_tokenizer(tokenizer)
+    rows = [make_windows(tokenize_text(t, tokenizer), sp, spec.max_length, spec.stride)[0].input_ids for t in texts]
+    ids, mask = pipeline._pad(rows, sp.pad_id)
+    logits, hidden = backend.tag(ids, mask)
+    n = min(len(texts), 3)
+    pairs = (np.arange(n), np.tile([[1, 2]], (n, 1)), np.tile([[3, 5]], (n, 1)), np.zeros(n, np.int64),
+             np.ones(n, np.int64), np.full(n, 2))
+    rel = backend.relate(hidden, *pairs)
+    preds = pipeline.predict(texts, tokenizer, spec, backend)
+    return {"tag_logits": np.asarray(logits) * mask[..., None], "relation_logits": np.asarray(rel)}, preds
+
+
+def parity_report(model, tokenizer, out_dir: str, texts: List[str], atol: float = 1e-4, rtol: float = 1e-3) -> dict:
+    """FP32 ONNX vs torch on named outputs and on decoded predictions."""
+    spec = model.config.spec()
+    tok = tokenizer.backend_tokenizer
+    ref, ref_preds = _outputs(TorchBackend(model), tok, spec, texts)
+    onnx = OnnxBackend(os.path.join(out_dir, ENCODER["file"]), os.path.join(out_dir, RELATION["file"]))
+    got, got_preds = _outputs(onnx, tok, spec, texts)
+    report = {"texts": len(texts), "outputs": {}, "decoded_identical": True, "differences": []}
+    for name in ref:
+        diff = float(np.max(np.abs(ref[name] - got[name]))) if ref[name].size else 0.0
+        ok = bool(np.allclose(ref[name], got[name], atol=atol, rtol=rtol))
+        report["outputs"][name] = {"max_abs_diff": diff, "allclose": ok}
+    for a, b in zip(ref_preds, got_preds):
+        if a.to_dict()["entities"] != b.to_dict()["entities"] or \
+                [(r.head, r.tail, r.label) for r in a.relations] != [(r.head, r.tail, r.label) for r in b.relations]:
+            report["decoded_identical"] = False
+            report["differences"].append(a.id)
+    # Scores may differ in the last digit of rounding; labels and spans may not.
+    report["passed"] = all(o["allclose"] for o in report["outputs"].values()) and report["decoded_identical"]
+    return report
+
+
+def onnx_f1(out_dir: str, tokenizer, spec, docs: List[Document], int8: bool) -> dict:
+    g = (ENCODER["int8_file"], RELATION["int8_file"]) if int8 else (ENCODER["file"], RELATION["file"])
+    backend = OnnxBackend(*(os.path.join(out_dir, f) for f in g))
+    preds = pipeline.predict([d.text for d in docs], tokenizer.backend_tokenizer, spec, backend, batch_size=16,
+                             doc_ids=[d.id for d in docs])
+    return headline(score(docs, preds))
+
+
+def write_manifest(out_dir: str) -> None:
+    files = {}
+    for name in sorted(os.listdir(out_dir)):
+        if name == MANIFEST_FILE:
+            continue
+        path = os.path.join(out_dir, name)
+        files[name] = {"sha256": sha256_file(path), "bytes": os.path.getsize(path)}
+    with open(os.path.join(out_dir, MANIFEST_FILE), "w", encoding="utf-8") as f:
+        json.dump({"format_version": FORMAT_VERSION, "files": files}, f, indent=1)
+
+
+def export(model_dir: str, out_dir: str, quantize: bool = False, data_dir: Optional[str] = None,
+           max_eval_docs: int = 0, card_metrics: Optional[dict] = None) -> dict:
+    """Export, gate, publish. Returns the gate report; raises GateFailure."""
+    from transformers import AutoTokenizer
+    t0 = time.time()
+    model = RasdModel.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    spec = model.config.spec()
+    dev: List[Document] = []
+    if data_dir and os.path.exists(os.path.join(data_dir, "dev.jsonl")):
+        dev = read_documents(os.path.join(data_dir, "dev.jsonl"))
+        if max_eval_docs:
+            dev = dev[:max_eval_docs]
+    sample = [d.text for d in dev[:32]] or SAMPLE_TEXTS
+    parent = os.path.dirname(os.path.abspath(out_dir)) or "."
+    os.makedirs(parent, exist_ok=True)
+    report = {"model_dir": model_dir}
+    with tempfile.TemporaryDirectory(dir=parent, prefix=".export-") as tmp:
+        export_graphs(model, tokenizer, tmp)
+        tokenizer.backend_tokenizer.save(os.path.join(tmp, TOKENIZER_FILE))
+        cfg = {"format_version": FORMAT_VERSION, "scheme_version": SCHEME_VERSION, **spec.to_dict(),
+               "relation_types": {k: [sorted(h), sorted(t)] for k, (h, t) in RELATION_TYPES.items()},
+               "encoder_name": model.config.encoder_name, "hidden_size": model.config.encoder_hf_config().hidden_size}
+        with open(os.path.join(tmp, CONFIG_FILE), "w", encoding="utf-8") as f:
+            json.dump(cfg, f, ensure_ascii=False, indent=1)
+        report["parity"] = parity_report(model, tokenizer, tmp, sample)
+        if not report["parity"]["passed"]:
+            raise GateFailure("ONNX FP32 differs from torch: " + json.dumps(report["parity"], ensure_ascii=False))
+        if dev:
+            report["fp32_dev"] = onnx_f1(tmp, tokenizer, spec, dev, int8=False)
+        if quantize:
+            quantize_int8(tmp)
+            if dev:
+                report["int8_dev"] = onnx_f1(tmp, tokenizer, spec, dev, int8=True)
+                drops = {k: report["fp32_dev"][k] - report["int8_dev"][k] for k in ("entity_f1", "relation_f1")}
+                report["int8_drop"] = drops
+                report["int8_published"] = all(v <= INT8_TOLERANCE for v in drops.values())
+            else:
+                report["int8_published"] = False
+                report["int8_note"] = "no dev split given, so INT8 could not be gated"
+            if not report["int8_published"]:
+                for g in (ENCODER, RELATION):
+                    os.remove(os.path.join(tmp, g["int8_file"]))
+        if card_metrics is not None or os.path.exists(os.path.join(os.path.dirname(model_dir.rstrip("/")),
+                                                                   "train_summary.json")):
+            from .card import write_card
+            write_card(os.path.join(tmp, "README.md"), model_dir, report)
+        report["export_wall_s"] = round(time.time() - t0, 1)
+        with open(os.path.join(tmp, "export_report.json"), "w", encoding="utf-8") as f:
+            json.dump(report, f, ensure_ascii=False, indent=1)
+        write_manifest(tmp)
+        # Publish: replace OUT_DIR only now that everything passed.
+        if os.path.exists(out_dir):
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+        os.chmod(out_dir, 0o755)  # mkdtemp made it private
+        os.makedirs(tmp)  # TemporaryDirectory wants to remove something
+    return report
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="rasd export", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model_dir", help="a trained model directory (rasd train's OUTPUT_DIR/model)")
+    ap.add_argument("out_dir", help="where the exported model goes (replaced only if the gate passes)")
+    ap.add_argument("--quantize", action="store_true", help="also publish INT8 graphs if they pass the F1 gate")
+    ap.add_argument("--data", default="data/corpus", help="corpus folder whose dev split gates INT8")
+    ap.add_argument("--max-eval-docs", type=int, default=0, help="gate on the first N dev documents only")
+    args = ap.parse_args(argv)
+    try:
+        report = export(args.model_dir, args.out_dir, quantize=args.quantize, data_dir=args.data,
+                        max_eval_docs=args.max_eval_docs)
+    except GateFailure as e:
+        print(f"export refused, nothing published: {e}", file=sys.stderr)
+        return 1
+    p = report["parity"]
+    print("parity FP32 vs torch: " + ", ".join(f"{k} max|diff| {v['max_abs_diff']:.2e}"
+                                               for k, v in p["outputs"].items()) +
+          f"; decoded identical on {p['texts']} texts")
+    if "fp32_dev" in report:
+        print(f"dev FP32: {report['fp32_dev']}")
+    if "int8_dev" in report:
+        print(f"dev INT8: {report['int8_dev']} -> {'published' if report['int8_published'] else 'NOT published'}"
+              f" (drop {report['int8_drop']})")
+    print(f"exported to {args.out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,187 @@
+"""The joint model: one encoder pass feeds an IOB2 tagger and a span-pair
+relation classifier (in the spirit of PURE's pooled span states).
+
+RasdConfig carries everything needed to rebuild and decode the model (label
+maps, relation type constraints, window/stride, the encoder's own config),
+so a saved directory is self-describing and needs no Hub access to load.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+
+from rasd.align import DISTANCE_BUCKETS
+from rasd.pipeline import ModelSpec
+from rasd.schema import ENTITY_LABELS, RELATION_LABELS, RELATION_TYPES, bio_tags
+
+
+class RasdConfig(PretrainedConfig):
+    model_type = "rasd"
+
+    def __init__(self, encoder_config: Optional[dict] = None, entity_labels: Optional[List[str]] = None,
+                 relation_labels: Optional[List[str]] = None, relation_types: Optional[Dict[str, list]] = None,
+                 window_length: int = 256, window_stride: int = 64, dropout: float = 0.1, type_embedding_dim: int = 32,
+                 distance_embedding_dim: int = 16, relation_hidden_size: int = 256,
+                 relation_loss_weight: float = 1.0, encoder_name: str = "", **kwargs):
+        self.encoder_config = encoder_config or {}
+        self.entity_labels = list(entity_labels or ENTITY_LABELS)
+        self.relation_labels = list(relation_labels or RELATION_LABELS)
+        self.relation_types = relation_types or {k: [sorted(h), sorted(t)] for k, (h, t) in RELATION_TYPES.items()}
+        # Not `max_length`: transformers reserves that name for generation.
+        self.window_length = window_length
+        self.window_stride = window_stride
+        self.dropout = dropout
+        self.type_embedding_dim = type_embedding_dim
+        self.distance_embedding_dim = distance_embedding_dim
+        self.relation_hidden_size = relation_hidden_size
+        self.relation_loss_weight = relation_loss_weight
+        self.encoder_name = encoder_name
+        tags = bio_tags(self.entity_labels)
+        kwargs.setdefault("id2label", {i: t for i, t in enumerate(tags)})
+        kwargs.setdefault("label2id", {t: i for i, t in enumerate(tags)})
+        super().__init__(**kwargs)
+
+    @property
+    def tags(self) -> List[str]:
+        return [self.id2label[i] for i in range(len(self.id2label))]
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec(entity_labels=self.entity_labels, id2tag=self.tags, relation_labels=self.relation_labels,
+                         max_length=self.window_length, stride=self.window_stride)
+
+    def encoder_hf_config(self):
+        cfg = dict(self.encoder_config)
+        return AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+
+
+def _span_mean(hidden: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """Mean of hidden[t] over start <= t < end, per row; zeros for empty spans.
+
+    Written with a mask built from arange so that it exports to ONNX with a
+    dynamic sequence axis (no data-dependent slicing).
+    """
+    pos = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+    mask = ((pos >= starts.unsqueeze(1)) & (pos < ends.unsqueeze(1))).to(hidden.dtype)
+    total = torch.einsum("pt,pth->ph", mask, hidden)
+    return total / mask.sum(1, keepdim=True).clamp(min=1.0)
+
+
+class RasdModel(PreTrainedModel):
+    config_class = RasdConfig
+    base_model_prefix = "rasd"
+    supports_gradient_checkpointing = False
+
+    def __init__(self, config: RasdConfig):
+        super().__init__(config)
+        enc_cfg = config.encoder_hf_config()
+        try:  # BERT-like encoders: the pooler is unused and would get no gradient
+            self.encoder = AutoModel.from_config(enc_cfg, add_pooling_layer=False)
+        except TypeError:
+            self.encoder = AutoModel.from_config(enc_cfg)
+        h = enc_cfg.hidden_size
+        self.dropout = nn.Dropout(config.dropout)
+        self.tagger = nn.Linear(h, len(config.id2label))
+        self.type_embedding = nn.Embedding(len(config.entity_labels), config.type_embedding_dim)
+        self.distance_embedding = nn.Embedding(len(DISTANCE_BUCKETS), config.distance_embedding_dim)
+        pair_in = 3 * h + 2 * config.type_embedding_dim + config.distance_embedding_dim
+        self.pair_mlp = nn.Sequential(nn.Linear(pair_in, config.relation_hidden_size), nn.GELU(),
+                                      nn.Dropout(config.dropout),
+                                      nn.Linear(config.relation_hidden_size, 1 + len(config.relation_labels)))
+        self.post_init()
+
+    def _init_weights(self, module):
+        # Only the heads are ours; the encoder's own init (or pretrained
+        # weights loaded afterwards) is left to it.
+        if isinstance(module, nn.Linear):
+            module.weight.data.normal_(0.0, 0.02)
+            if module.bias is not None:
+                module.bias.data.zero_()
+        elif isinstance(module, nn.Embedding):
+            module.weight.data.normal_(0.0, 0.02)
+        elif isinstance(module, nn.LayerNorm):
+            module.weight.data.fill_(1.0)
+            module.bias.data.zero_()
+
+    @classmethod
+    def from_encoder(cls, encoder_name_or_path: str, **config_kwargs) -> "RasdModel":
+        """A fresh model around a pretrained encoder (Hub id or local dir)."""
+        enc = AutoModel.from_pretrained(encoder_name_or_path)
+        config = RasdConfig(encoder_config=enc.config.to_dict(), encoder_name=encoder_name_or_path, **config_kwargs)
+        model = cls(config)
+        missing, unexpected = model.encoder.load_state_dict(enc.state_dict(), strict=False)
+        bad = [k for k in missing if "pooler" not in k]
+        if bad:
+            raise RuntimeError(f"encoder weights missing after loading {encoder_name_or_path}: {bad[:5]}")
+        return model
+
+    # -- the two exported computations --------------------------------------
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """(tag logits [B,T,n_tags], hidden states [B,T,H])."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.tagger(self.dropout(hidden)), hidden
+
+    def relate(self, hidden, pair_batch, head_span, tail_span, head_type, tail_type, distance_bucket):
+        """Logits [P, 1 + n_relations] (class 0 = no relation) for candidate pairs."""
+        rows = hidden.index_select(0, pair_batch)
+        head = _span_mean(rows, head_span[:, 0], head_span[:, 1])
+        tail = _span_mean(rows, tail_span[:, 0], tail_span[:, 1])
+        # Context between the two spans, whichever comes first; empty when adjacent.
+        ctx_start = torch.minimum(head_span[:, 1], tail_span[:, 1])
+        ctx_end = torch.maximum(head_span[:, 0], tail_span[:, 0])
+        ctx = _span_mean(rows, ctx_start, ctx_end)
+        feats = torch.cat([head, tail, ctx, self.type_embedding(head_type), self.type_embedding(tail_type),
+                           self.distance_embedding(distance_bucket)], dim=-1)
+        return self.pair_mlp(self.dropout(feats))
+
+    def forward(self, input_ids, attention_mask, labels=None, pair_batch=None, head_span=None, tail_span=None,
+                head_type=None, tail_type=None, distance_bucket=None, pair_labels=None, **_):
+        tag_logits, hidden = self.encode(input_ids, attention_mask)
+        out = {"tag_logits": tag_logits, "hidden": hidden}
+        loss = None
+        if labels is not None:
+            loss = nn.functional.cross_entropy(tag_logits.reshape(-1, tag_logits.shape[-1]).float(),
+                                               labels.reshape(-1), ignore_index=-100)
+            out["tag_loss"] = loss.detach()
+        if pair_batch is not None and pair_batch.numel() > 0:
+            rel_logits = self.relate(hidden, pair_batch, head_span, tail_span, head_type, tail_type, distance_bucket)
+            out["rel_logits"] = rel_logits
+            if pair_labels is not None:
+                rel_loss = nn.functional.cross_entropy(rel_logits.float(), pair_labels)
+                out["rel_loss"] = rel_loss.detach()
+                loss = rel_loss * self.config.relation_loss_weight if loss is None else \
+                    loss + rel_loss * self.config.relation_loss_weight
+        elif loss is not None:
+            # Keep the relation head in the graph so DDP sees every parameter
+            # used in each step even when a batch holds no candidate pair.
+            loss = loss + 0.0 * sum(p.sum() for p in self.pair_mlp.parameters()) + \
+                0.0 * self.type_embedding.weight.sum() + 0.0 * self.distance_embedding.weight.sum()
+        out["loss"] = loss
+        return out
+
+
+class TorchBackend:
+    """The pipeline backend for a torch RasdModel (evaluation, parity checks)."""
+
+    def __init__(self, model: RasdModel, device=None):
+        self.model = model
+        self.device = device or next(model.parameters()).device
+
+    @torch.no_grad()
+    def tag(self, input_ids, attention_mask):
+        self.model.eval()
+        logits, hidden = self.model.encode(torch.as_tensor(input_ids, device=self.device),
+                                           torch.as_tensor(attention_mask, device=self.device))
+        return logits.float().cpu().numpy(), hidden.float().cpu().numpy()
+
+    @torch.no_grad()
+    def relate(self, hidden, pair_batch, head_span, tail_span, head_type, tail_type, distance_bucket):
+        self.model.eval()
+        t = lambda a: torch.as_tensor(a, device=self.device)
+        dtype = next(self.model.parameters()).dtype
+        out = self.model.relate(t(hidden).to(dtype), t(pair_batch), t(head_span), t(tail_span), t(head_type),
+                                t(tail_type), t(distance_bucket))
+        return out.float().cpu().numpy()
