@@ -1,0 +1,157 @@
+"""Speed, memory and accuracy of one model served four ways, in one run.
+
+    rasd bench --model-dir runs/me5-small/model --export-dir exports/me5-small [--data data/corpus]
+
+Variants: torch eager (FP32), ONNX FP32, ONNX INT8, and the INT8 encoder
+graph alone (no tokenization, decoding or relation head: the ceiling of
+the INT8 pipeline). Each variant runs in its own subprocess, so the peak
+resident memory (ru_maxrss) is its own. Same dev texts for all; tokens/s
+counts the real (unpadded) tokens of all windows. Writes bench.json and
+bench.md; prints the table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from typing import List
+
+import numpy as np
+
+VARIANTS = ("torch", "onnx-fp32", "onnx-int8", "encoder-int8")
+
+
+def _backend(variant: str, model_dir: str, export_dir: str, threads: int):
+    from rasd.onnx_spec import ENCODER, RELATION
+    if variant == "torch":
+        import torch
+        torch.set_num_threads(threads)
+        from .modeling import RasdModel, TorchBackend
+        return TorchBackend(RasdModel.from_pretrained(model_dir).eval())
+    from rasd.runtime import OnnxBackend
+    int8 = variant != "onnx-fp32"
+    names = (ENCODER["int8_file"], RELATION["int8_file"]) if int8 else (ENCODER["file"], RELATION["file"])
+    paths = [os.path.join(export_dir, n) for n in names]
+    if not all(os.path.exists(p) for p in paths):
+        raise FileNotFoundError(f"{variant}: {paths} not found (was INT8 published by the export gate?)")
+    return OnnxBackend(*paths, threads=threads)
+
+
+def run_variant(variant: str, model_dir: str, export_dir: str, data_dir: str, threads: int, max_docs: int) -> dict:
+    from tokenizers import Tokenizer
+
+    from rasd import pipeline
+    from rasd.align import SpecialTokens, make_windows, tokenize_text
+    from rasd.schema import read_documents
+    from .metrics import headline, score
+    with open(os.path.join(export_dir, "rasd_config.json"), encoding="utf-8") as f:
+        spec = pipeline.ModelSpec.from_dict(json.load(f))
+    tok = Tokenizer.from_file(os.path.join(export_dir, "tokenizer.json"))
+    docs = read_documents(os.path.join(data_dir, "dev.jsonl"))
+    if max_docs:
+        docs = docs[:max_docs]
+    texts = [d.text for d in docs]
+    sp = SpecialTokens.from_tokenizer(tok)
+    windows = [w for t in texts for w in make_windows(tokenize_text(t, tok), sp, spec.max_length, spec.stride)]
+    n_tokens = sum(len(w.input_ids) for w in windows)
+    backend = _backend(variant, model_dir, export_dir, threads)
+    out = {"variant": variant, "documents": len(texts), "tokens": n_tokens, "threads": threads}
+
+    if variant == "encoder-int8":
+        # The ceiling: only the encoder graph, on ready-made length-sorted batches of 32 windows.
+        rows = sorted((w.input_ids for w in windows), key=len)
+        backend.tag(*pipeline._pad(rows[:4], sp.pad_id))  # warm-up
+        t0 = time.perf_counter()
+        for i in range(0, len(rows), 32):
+            backend.tag(*pipeline._pad(rows[i:i + 32], sp.pad_id))
+        out["tokens_per_s_b32"] = round(n_tokens / (time.perf_counter() - t0), 1)
+    else:
+        pipeline.predict(texts[:2], tok, spec, backend)  # warm-up
+        lat1 = []
+        for t in texts:
+            t0 = time.perf_counter()
+            pipeline.predict([t], tok, spec, backend, batch_size=1)
+            lat1.append(time.perf_counter() - t0)
+        lat32, preds = [], []
+        t_all = time.perf_counter()
+        for i in range(0, len(texts), 32):
+            t0 = time.perf_counter()
+            preds += pipeline.predict(texts[i:i + 32], tok, spec, backend, batch_size=32,
+                                      doc_ids=[d.id for d in docs[i:i + 32]])
+            lat32.append(time.perf_counter() - t0)
+        total32 = time.perf_counter() - t_all
+        out.update({
+            "tokens_per_s_b1": round(n_tokens / sum(lat1), 1), "tokens_per_s_b32": round(n_tokens / total32, 1),
+            "latency_ms_b1_p50": round(1000 * float(np.percentile(lat1, 50)), 1),
+            "latency_ms_b1_p95": round(1000 * float(np.percentile(lat1, 95)), 1),
+            "latency_ms_b32_p50": round(1000 * float(np.percentile(lat32, 50)), 1),
+            "latency_ms_b32_p95": round(1000 * float(np.percentile(lat32, 95)), 1),
+            **headline(score(docs, preds)),
+        })
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return out
+
+
+def markdown(rows: List[dict]) -> str:
+    cols = [("variant", "variant"), ("tokens/s b1", "tokens_per_s_b1"), ("tokens/s b32", "tokens_per_s_b32"),
+            ("p50 ms b1", "latency_ms_b1_p50"), ("p95 ms b1", "latency_ms_b1_p95"),
+            ("p50 ms b32", "latency_ms_b32_p50"), ("p95 ms b32", "latency_ms_b32_p95"),
+            ("peak RSS MB", "peak_rss_mb"), ("entity F1", "entity_f1"), ("relation F1", "relation_f1")]
+    lines = ["| " + " | ".join(c for c, _ in cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(str(r.get(k, "–")) for _, k in cols) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="rasd bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model-dir", default="runs/me5-small/model", help="the trained torch model")
+    ap.add_argument("--export-dir", default="exports/me5-small", help="its ONNX export")
+    ap.add_argument("--data", default="data/corpus", help="corpus folder; its dev split is the workload")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--max-docs", type=int, default=0)
+    ap.add_argument("--out", default=None, help="folder for bench.json and bench.md (default: the export dir)")
+    ap.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)  # one variant, in a subprocess
+    args = ap.parse_args(argv)
+    if args.variant:
+        print(json.dumps(run_variant(args.variant, args.model_dir, args.export_dir, args.data, args.threads,
+                                     args.max_docs)))
+        return 0
+    rows = []
+    for v in VARIANTS:
+        cmd = [sys.executable, "-m", "rasd_train.bench", "--variant", v, "--model-dir", args.model_dir,
+               "--export-dir", args.export_dir, "--data", args.data, "--threads", str(args.threads),
+               "--max-docs", str(args.max_docs)]
+        print(f"running {v} ...", flush=True)
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            print(f"{v} failed:\n{res.stderr[-2000:]}", file=sys.stderr)
+            rows.append({"variant": v, "error": res.stderr.strip().splitlines()[-1] if res.stderr else "failed"})
+            continue
+        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    base = next((r for r in rows if r["variant"] == "torch" and "tokens_per_s_b32" in r), None)
+    if base:
+        for r in rows:
+            if "tokens_per_s_b32" in r:
+                r["speedup_b32_vs_torch"] = round(r["tokens_per_s_b32"] / base["tokens_per_s_b32"], 2)
+    out_dir = args.out or args.export_dir
+    os.makedirs(out_dir, exist_ok=True)
+    meta = {"cpu_count": os.cpu_count(), "threads": args.threads, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    with open(os.path.join(out_dir, "bench.json"), "w", encoding="utf-8") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    table = markdown(rows)
+    speed = ", ".join(f"{r['variant']} ×{r['speedup_b32_vs_torch']}" for r in rows if "speedup_b32_vs_torch" in r)
+    with open(os.path.join(out_dir, "bench.md"), "w", encoding="utf-8") as f:
+        f.write(table + f"\n\nThroughput at batch 32 relative to torch eager: {speed}.\n")
+    print(table)
+    print(f"throughput at batch 32 relative to torch eager: {speed}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
