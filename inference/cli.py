@@ -25,9 +25,11 @@ def _read_inputs(paths: List[str], fmt: str) -> List[Tuple[str, Optional[str], O
     """(id, text or None, error or None, where) per input document."""
     out = []
     for path in paths:
-        stream: TextIO = sys.stdin if path == "-" else open(path, encoding="utf-8")
-        with stream:
-            content = stream.read()
+        if path == "-":
+            content = sys.stdin.read()  # never close the process's stdin
+        else:
+            with open(path, encoding="utf-8") as f:
+                content = f.read()
         name = "stdin" if path == "-" else path
         kind = fmt
         if kind == "auto":
@@ -82,10 +84,13 @@ def cmd_predict(args) -> int:
         if good else []
     by_pos = iter(docs)
     out: TextIO = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
-    with out:
+    try:
         for did, text, err, where in inputs:
             rec = {"id": did, "error": f"{where}: {err}"} if err else next(by_pos).to_dict()
             out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    finally:
+        if out is not sys.stdout:  # never close the process's stdout
+            out.close()
     if args.html:
         from .render import render_html
         with open(args.html, "w", encoding="utf-8") as f:

@@ -109,7 +109,9 @@ def predict(texts: Sequence[str], tokenizer, spec: ModelSpec, backend, batch_siz
         ents = decode_tags(d.tt, word_probs, spec.id2tag)
         doc = Document(id=doc_ids[d.index] if doc_ids else str(d.index), text=d.tt.text, entities=ents)
         results.append(doc)
-        ranges = [_word_range(d.tt, e.start, e.end) for e in ents]
+        first_word = {s: i for i, (s, _) in enumerate(d.tt.words)}
+        last_word = {e: i for i, (_, e) in enumerate(d.tt.words)}
+        ranges = [(first_word[e.start], last_word[e.end] + 1) for e in ents]
         skipped = 0
         for h, t in candidate_pairs(d.tt.text, ents):
             placed = False
@@ -143,8 +145,3 @@ def predict(texts: Sequence[str], tokenizer, spec: ModelSpec, backend, batch_siz
             doc.meta["warnings"] = d.warnings
     return results
 
-
-def _word_range(tt: TokenizedText, start: int, end: int) -> Tuple[int, int]:
-    a = next(i for i, (s, _) in enumerate(tt.words) if s == start)
-    b = next(i for i, (_, e) in enumerate(tt.words) if e == end)
-    return a, b + 1

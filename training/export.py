@@ -87,11 +87,22 @@ def export_graphs(model: RasdModel, tokenizer, out_dir: str) -> None:
 
 
 def quantize_int8(out_dir: str) -> None:
+    """Dynamic INT8 (weights per channel, activations at run time) of both graphs.
+
+    The feed-forward output projections stay FP32: after GELU their inputs
+    have the widest range, and on the default model quantising them cost 0.8
+    dev entity F1 points of the 0.9 lost in all (measured on dev, see the
+    issue notes); the other 85 MatMuls are quantised.
+    """
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
     for g in (ENCODER, RELATION):
-        # Weights only (MatMul/Gemm): per-channel int8 keeps the small heads accurate.
-        quantize_dynamic(os.path.join(out_dir, g["file"]), os.path.join(out_dir, g["int8_file"]),
-                         weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul", "Gemm"])
+        src = os.path.join(out_dir, g["file"])
+        graph = onnx.load(src, load_external_data=False).graph
+        keep_fp32 = [n.name for n in graph.node if n.op_type == "MatMul" and n.name.endswith("/output/dense/MatMul")
+                     and "/attention/" not in n.name]
+        quantize_dynamic(src, os.path.join(out_dir, g["int8_file"]), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=keep_fp32)
 
 
 def _outputs(backend, tokenizer, spec, texts):

@@ -57,16 +57,20 @@ class RasdConfig(PretrainedConfig):
         return AutoConfig.for_model(cfg.pop("model_type"), **cfg)
 
 
-def _span_mean(hidden: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
-    """Mean of hidden[t] over start <= t < end, per row; zeros for empty spans.
+def _span_mean(flat_hidden: torch.Tensor, row_start: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor
+               ) -> torch.Tensor:
+    """Mean of the hidden states of tokens start <= t < end of each pair's window.
 
-    Written with a mask built from arange so that it exports to ONNX with a
-    dynamic sequence axis (no data-dependent slicing).
+    flat_hidden is [B*T, H] and row_start[p] = pair_batch[p] * T, so one
+    [P, B*T] mask times the hidden states gives every pooled span at once
+    (a single matmul; gathering a [P, T, H] copy per pair was the slowest
+    part of inference). Built from arange comparisons, it exports to ONNX with
+    dynamic axes. Empty spans (adjacent entities' context) pool to zeros.
     """
-    pos = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
-    mask = ((pos >= starts.unsqueeze(1)) & (pos < ends.unsqueeze(1))).to(hidden.dtype)
-    total = torch.einsum("pt,pth->ph", mask, hidden)
-    return total / mask.sum(1, keepdim=True).clamp(min=1.0)
+    pos = torch.arange(flat_hidden.shape[0], device=flat_hidden.device).unsqueeze(0)
+    lo, hi = (row_start + starts).unsqueeze(1), (row_start + ends).unsqueeze(1)
+    mask = ((pos >= lo) & (pos < hi)).to(flat_hidden.dtype)
+    return (mask @ flat_hidden) / mask.sum(1, keepdim=True).clamp(min=1.0)
 
 
 class RasdModel(PreTrainedModel):
@@ -126,13 +130,14 @@ class RasdModel(PreTrainedModel):
 
     def relate(self, hidden, pair_batch, head_span, tail_span, head_type, tail_type, distance_bucket):
         """Logits [P, 1 + n_relations] (class 0 = no relation) for candidate pairs."""
-        rows = hidden.index_select(0, pair_batch)
-        head = _span_mean(rows, head_span[:, 0], head_span[:, 1])
-        tail = _span_mean(rows, tail_span[:, 0], tail_span[:, 1])
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        row_start = pair_batch * hidden.shape[1]
+        head = _span_mean(flat, row_start, head_span[:, 0], head_span[:, 1])
+        tail = _span_mean(flat, row_start, tail_span[:, 0], tail_span[:, 1])
         # Context between the two spans, whichever comes first; empty when adjacent.
         ctx_start = torch.minimum(head_span[:, 1], tail_span[:, 1])
         ctx_end = torch.maximum(head_span[:, 0], tail_span[:, 0])
-        ctx = _span_mean(rows, ctx_start, ctx_end)
+        ctx = _span_mean(flat, row_start, ctx_start, ctx_end)
         feats = torch.cat([head, tail, ctx, self.type_embedding(head_type), self.type_embedding(tail_type),
                            self.distance_embedding(distance_bucket)], dim=-1)
         return self.pair_mlp(self.dropout(feats))
@@ -161,6 +166,12 @@ class RasdModel(PreTrainedModel):
                 0.0 * self.type_embedding.weight.sum() + 0.0 * self.distance_embedding.weight.sum()
         out["loss"] = loss
         return out
+
+
+# Let AutoConfig/AutoTokenizer/AutoModel read a saved rasd directory (they
+# look at config.json's model_type) instead of falling back to a bare config.
+AutoConfig.register("rasd", RasdConfig)
+AutoModel.register(RasdConfig, RasdModel)
 
 
 class TorchBackend:

@@ -1,0 +1,97 @@
+"""The corpus: valid against the scheme, built from its sources, split by event, big enough;
+and every gold span survives the round trip spans -> tags -> decoded spans."""
+import glob
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from rasd.align import spans_to_word_tags, tokenize_text
+from rasd.decode import decode_tags
+from rasd.schema import ENTITY_LABELS, RELATION_LABELS, bio_tags, read_documents, validate_files
+from rasd_train.markup import MarkupError, build, parse_markup, read_split_map
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+CORPUS = os.path.join(ROOT, "data", "corpus")
+SOURCES = os.path.join(ROOT, "data", "sources")
+SPLITS = ("train", "dev", "test")
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return {s: read_documents(os.path.join(CORPUS, f"{s}.jsonl")) for s in SPLITS}
+
+
+def test_corpus_is_valid_and_agrees_with_the_shared_checker():
+    files = [os.path.join(CORPUS, f"{s}.jsonl") for s in SPLITS]
+    violations, n = validate_files(files)
+    assert violations == [] and n >= 600
+    checker = os.path.join(ROOT, "..", "shared", "tools", "check_corpus.py")
+    if os.path.exists(checker):
+        out = subprocess.run([sys.executable, checker, *files], capture_output=True, text=True)
+        assert out.returncode == 0 and "violations=0" in out.stdout
+
+
+def test_corpus_is_what_the_sources_build(tmp_path):
+    built = build(sorted(glob.glob(os.path.join(SOURCES, "*.txt"))),
+                  read_split_map(os.path.join(SOURCES, "splits.tsv")), str(tmp_path))
+    for s in SPLITS:
+        committed = open(os.path.join(CORPUS, f"{s}.jsonl"), encoding="utf-8").read()
+        assert (tmp_path / f"{s}.jsonl").read_text(encoding="utf-8") == committed, f"{s}: rebuild data/corpus"
+    assert sum(map(len, built.values())) >= 600
+
+
+def test_sizes_and_coverage(corpus):
+    docs = [d for s in SPLITS for d in corpus[s]]
+    ents = Counter(e.label for d in docs for e in d.entities)
+    rels = Counter(r.label for d in docs for r in d.relations)
+    assert len(docs) >= 600 and sum(ents.values()) >= 4000 and sum(rels.values()) >= 1000
+    assert all(ents[lab] >= 400 for lab in ENTITY_LABELS), ents
+    assert all(rels[lab] >= 300 for lab in RELATION_LABELS), rels
+    assert len({d.meta["theater"] for d in docs}) >= 12
+    for s in ("dev", "test"):
+        assert sum(1 for d in corpus[s] if not d.id.startswith("seed-")) >= 80
+    words = [len(d.text.split()) for d in docs]
+    assert min(words) >= 40 and max(words) <= 150
+
+
+def test_seeds_are_all_in_test_and_events_never_cross_splits(corpus):
+    assert any(d.id.startswith("seed-000") for d in corpus["test"])
+    assert any(d.id.startswith("seed-004") for d in corpus["test"])
+    assert not any(d.id.startswith("seed-") for s in ("train", "dev") for d in corpus[s])
+    events = {s: {d.meta["event"] for d in corpus[s]} for s in SPLITS}
+    assert not events["train"] & events["dev"] and not events["train"] & events["test"]
+    assert not events["dev"] & events["test"]
+
+
+def test_every_gold_span_round_trips_through_tags(corpus):
+    from rasd_train.tiny_encoder import train_wordpiece
+    docs = [d for s in SPLITS for d in corpus[s]]
+    tok = train_wordpiece([d.text for d in docs[::5]], 2000).backend_tokenizer
+    tags = bio_tags()
+    for d in docs:
+        tt = tokenize_text(d.text, tok)
+        word_tags = spans_to_word_tags(tt.words, d.entities)
+        probs = np.full((len(word_tags), len(tags)), 0.01, dtype=np.float32)
+        probs[np.arange(len(word_tags)), [tags.index(t) for t in word_tags]] = 0.9
+        got = [(e.start, e.end, e.label) for e in decode_tags(tt, probs, tags)]
+        assert got == [(e.start, e.end, e.label) for e in d.entities], d.id
+
+
+@pytest.mark.parametrize("body,needle", [
+    ("انسحبت [[القوات|ARMY]] من هنا", "unknown label 'ARMY'"),
+    ("انسحبت ب[[قاعدة التنف|BASE]] الآن", "not word-aligned"),
+    ("انسحبت [[ القوات|FORCE]] الآن", "space inside"),
+    ("انسحبت [[القوات|FORCE|f1]] من [[قاعدة|BASE|b1]]\n@ f1 HANDED_TO b1", "HANDED_TO between FORCE and BASE"),
+    ("انسحبت [[القوات|FORCE|f1]] من هنا\n@ f1 WITHDREW_FROM b9", "unknown key"),
+    ("انسحبت [[القوات|FORCE|f1]]\nمن [[قاعدة التنف|BASE|b1]]\n@ f1 WITHDREW_FROM b1", "crosses paragraphs"),
+    ("انسحبت [[القوات|FORCE من هنا", "malformed"),
+])
+def test_markup_errors_name_the_problem(tmp_path, body, needle):
+    path = tmp_path / "x.txt"
+    path.write_text("### id=x-1 theater=t event=e\n" + body + "\n", encoding="utf-8")
+    with pytest.raises(MarkupError, match=needle):
+        parse_markup(str(path))
