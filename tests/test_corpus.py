@@ -95,3 +95,10 @@ def test_markup_errors_name_the_problem(tmp_path, body, needle):
     path.write_text("### id=x-1 theater=t event=e\n" + body + "\n", encoding="utf-8")
     with pytest.raises(MarkupError, match=needle):
         parse_markup(str(path))
+
+
+def test_build_corpus_command(tmp_path):
+    from rasd.cli import main
+    assert main(["build-corpus", "--sources", SOURCES, "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "test.jsonl").read_text(encoding="utf-8") == \
+        open(os.path.join(CORPUS, "test.jsonl"), encoding="utf-8").read()

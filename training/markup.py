@@ -180,5 +180,10 @@ def main(argv=None) -> int:
     return 0
 
 
+def build_main(argv=None) -> int:
+    """`rasd build-corpus [--sources DIR] [--out DIR]`."""
+    return main(["build", *(argv or [])])
+
+
 if __name__ == "__main__":
     sys.exit(main())
