@@ -145,3 +145,14 @@ def test_resume_continues_from_checkpoint(trained_run, tiny_config_path):
     recs = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8")]
     steps = [r["step"] for r in recs if "loss" in r]
     assert steps == list(range(1, 91))  # appended, not restarted
+
+
+def test_parity_compares_decisions_not_rounded_scores():
+    from rasd_train.export import decoded_differences
+    a = _doc([(0, 16, "FORCE"), (27, 38, "BASE")], [("T1", "T2", "WITHDREW_FROM")])
+    b = _doc([(0, 16, "FORCE"), (27, 38, "BASE")], [("T1", "T2", "WITHDREW_FROM")])
+    a.entities[0].score, b.entities[0].score = 0.6234, 0.6235  # a 1e-6 difference across a rounding boundary
+    assert decoded_differences([a], [b]) == []
+    c = _doc([(0, 16, "FORCE"), (27, 38, "LOCATION")], [("T1", "T2", "WITHDREW_FROM")])
+    diff = decoded_differences([a], [c])
+    assert len(diff) == 1 and diff[0]["onnx_entities"][1] == (27, 38, "LOCATION")
