@@ -26,10 +26,17 @@ def _read_inputs(paths: List[str], fmt: str) -> List[Tuple[str, Optional[str], O
     out = []
     for path in paths:
         if path == "-":
-            content = sys.stdin.read()  # never close the process's stdin
+            raw = sys.stdin.buffer.read()  # bytes: decoded strictly below, and stdin is never closed
         else:
-            with open(path, encoding="utf-8") as f:
-                content = f.read()
+            with open(path, "rb") as f:
+                raw = f.read()
+        try:
+            content = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw[:e.start].count(b"\n") + 1
+            out.append((f"line-{line}", None, f"not UTF-8 ({e.reason} at byte {e.start})",
+                        f"{'stdin' if path == '-' else path}:{line}"))
+            continue
         name = "stdin" if path == "-" else path
         kind = fmt
         if kind == "auto":

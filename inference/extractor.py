@@ -62,6 +62,10 @@ class Extractor:
                 raise TypeError(f"text #{i} is {type(t).__name__}, not str")
             if not t.strip():
                 raise ValueError(f"text #{i} is empty")
+            bad = next((k for k, ch in enumerate(t) if "\ud800" <= ch <= "\udfff"), None)
+            if bad is not None:
+                raise ValueError(f"text #{i} has a lone surrogate at character {bad}: it was decoded from "
+                                 f"invalid UTF-8 (decode with errors='strict' or 'replace')")
             if len(t) > self.max_chars:
                 raise ValueError(f"text #{i} has {len(t):,} characters, over the limit of {self.max_chars:,}; "
                                  f"split it or raise max_chars")

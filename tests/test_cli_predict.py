@@ -114,3 +114,13 @@ def test_validate_and_stats_commands(mini_corpus, capsys):
     assert main(["stats", mini_corpus]) == 0
     out = capsys.readouterr().out
     assert "train | 8 |" in out and "same string, different labels" in out
+
+
+def test_invalid_utf8_and_lone_surrogates_are_named(exported_model, tmp_path, capsys):
+    inp = tmp_path / "cut.txt"
+    inp.write_bytes(SENT.encode("utf-8")[:-1] + b"\n" + "ب".encode("utf-8")[:1])  # a character cut in two
+    assert main(["predict", "--model", exported_model, "--input", str(inp), "--format", "text"]) == 2
+    assert f"{inp}:2: not UTF-8" in capsys.readouterr().err
+    ex = Extractor.from_pretrained(exported_model)
+    with pytest.raises(ValueError, match="lone surrogate at character 3"):
+        ex.extract("abc\udcd8def")

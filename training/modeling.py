@@ -25,7 +25,8 @@ class RasdConfig(PretrainedConfig):
                  relation_labels: Optional[List[str]] = None, relation_types: Optional[Dict[str, list]] = None,
                  window_length: int = 256, window_stride: int = 64, dropout: float = 0.1, type_embedding_dim: int = 32,
                  distance_embedding_dim: int = 16, relation_hidden_size: int = 256,
-                 relation_loss_weight: float = 1.0, encoder_name: str = "", **kwargs):
+                 relation_loss_weight: float = 1.0, relation_left_context: int = 0, encoder_name: str = "",
+                 **kwargs):
         self.encoder_config = encoder_config or {}
         self.entity_labels = list(entity_labels or ENTITY_LABELS)
         self.relation_labels = list(relation_labels or RELATION_LABELS)
@@ -38,6 +39,10 @@ class RasdConfig(PretrainedConfig):
         self.distance_embedding_dim = distance_embedding_dim
         self.relation_hidden_size = relation_hidden_size
         self.relation_loss_weight = relation_loss_weight
+        # Tokens before the first entity of a pair pooled as one more feature:
+        # the predicate often stands there (انسحبت القوات من قاعدة ...). 0 = off
+        # (the default, so checkpoints saved without this field still load).
+        self.relation_left_context = relation_left_context
         self.encoder_name = encoder_name
         tags = bio_tags(self.entity_labels)
         kwargs.setdefault("id2label", {i: t for i, t in enumerate(tags)})
@@ -90,7 +95,8 @@ class RasdModel(PreTrainedModel):
         self.tagger = nn.Linear(h, len(config.id2label))
         self.type_embedding = nn.Embedding(len(config.entity_labels), config.type_embedding_dim)
         self.distance_embedding = nn.Embedding(len(DISTANCE_BUCKETS), config.distance_embedding_dim)
-        pair_in = 3 * h + 2 * config.type_embedding_dim + config.distance_embedding_dim
+        n_pooled = 4 if config.relation_left_context > 0 else 3
+        pair_in = n_pooled * h + 2 * config.type_embedding_dim + config.distance_embedding_dim
         self.pair_mlp = nn.Sequential(nn.Linear(pair_in, config.relation_hidden_size), nn.GELU(),
                                       nn.Dropout(config.dropout),
                                       nn.Linear(config.relation_hidden_size, 1 + len(config.relation_labels)))
@@ -137,9 +143,13 @@ class RasdModel(PreTrainedModel):
         # Context between the two spans, whichever comes first; empty when adjacent.
         ctx_start = torch.minimum(head_span[:, 1], tail_span[:, 1])
         ctx_end = torch.maximum(head_span[:, 0], tail_span[:, 0])
-        ctx = _span_mean(flat, row_start, ctx_start, ctx_end)
-        feats = torch.cat([head, tail, ctx, self.type_embedding(head_type), self.type_embedding(tail_type),
-                           self.distance_embedding(distance_bucket)], dim=-1)
+        pooled = [head, tail, _span_mean(flat, row_start, ctx_start, ctx_end)]
+        if self.config.relation_left_context > 0:
+            first = torch.minimum(head_span[:, 0], tail_span[:, 0])
+            left = (first - self.config.relation_left_context).clamp(min=0)
+            pooled.append(_span_mean(flat, row_start, left, first))
+        feats = torch.cat(pooled + [self.type_embedding(head_type), self.type_embedding(tail_type),
+                                    self.distance_embedding(distance_bucket)], dim=-1)
         return self.pair_mlp(self.dropout(feats))
 
     def forward(self, input_ids, attention_mask, labels=None, pair_batch=None, head_span=None, tail_span=None,

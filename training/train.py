@@ -59,7 +59,8 @@ def build_model(cfg: RunConfig, tokenizer, train_texts: List[str]) -> RasdModel:
     m, e = cfg.model, cfg.encoder
     head_kwargs = dict(window_length=m.max_length, window_stride=m.stride, dropout=m.dropout,
                        type_embedding_dim=m.type_embedding_dim, distance_embedding_dim=m.distance_embedding_dim,
-                       relation_hidden_size=m.relation_hidden_size, relation_loss_weight=m.relation_loss_weight)
+                       relation_hidden_size=m.relation_hidden_size, relation_loss_weight=m.relation_loss_weight,
+                       relation_left_context=m.relation_left_context)
     path = encoder_path(cfg, train_texts)
     if not path:
         from .tiny_encoder import tiny_bert_config
@@ -121,8 +122,8 @@ def plot_curves(metrics_path: str, png_path: str) -> None:
         ax2.plot([s for s, _, _ in ev], [r for _, _, r in ev], "s-", color="tab:orange", label="dev relation F1")
     ax2.set_ylim(0, 1)
     ax2.set_ylabel("F1 (strict)")
-    fig.legend(loc="lower right")
-    fig.tight_layout()
+    fig.legend(loc="upper center", ncol=3, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     fig.savefig(png_path, dpi=110)
     plt.close(fig)
 
