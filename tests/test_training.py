@@ -38,7 +38,7 @@ def test_numbers_from_yaml_strings_and_overrides(tmp_path):
     assert cfg.train.epochs == 3 and cfg.train.batch_size == 2
 
 
-def _tiny_model_and_batch(mini_docs):
+def _tiny_model_and_batch(mini_docs, left_context: int = 0):
     from rasd.align import SpecialTokens
     from rasd_train.data import collate, featurize
     from rasd_train.modeling import RasdConfig, RasdModel
@@ -47,7 +47,7 @@ def _tiny_model_and_batch(mini_docs):
     enc = tiny_bert_config(len(tok), 32, 1, 2, 64)
     torch.manual_seed(0)
     model = RasdModel(RasdConfig(encoder_config=enc.to_dict(), window_length=64, window_stride=16,
-                                 relation_hidden_size=32))
+                                 relation_hidden_size=32, relation_left_context=left_context))
     sp = SpecialTokens.from_tokenizer(tok.backend_tokenizer)
     feats = [f for d in mini_docs for f in featurize(d, tok.backend_tokenizer, model.config.spec(), sp)]
     return tok, model, collate(feats, sp.pad_id)
@@ -75,9 +75,10 @@ def test_loss_goes_down_on_a_toy_batch(mini_docs):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-def test_save_load_equality(mini_docs, tmp_path):
+@pytest.mark.parametrize("left_context", [0, 8])
+def test_save_load_equality(mini_docs, tmp_path, left_context):
     from rasd_train.modeling import RasdModel
-    tok, model, batch = _tiny_model_and_batch(mini_docs)
+    tok, model, batch = _tiny_model_and_batch(mini_docs, left_context)
     model.eval()
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").exists() and not list(tmp_path.glob("*.bin"))
