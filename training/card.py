@@ -48,7 +48,9 @@ def render_card(summary: dict, export_report: Optional[dict], model_name: str = 
                          f"{_f(export_report['fp32_dev']['relation_f1'])}.")
         if "int8_dev" in export_report:
             pub = "published" if export_report.get("int8_published") else "not published (over the 0.5 point gate)"
-            lines.append(f"- Dev F1, ONNX INT8: entities {_f(export_report['int8_dev']['entity_f1'])}, relations "
+            lines.append(f"- Dev F1, ONNX INT8 (worst over batch sizes "
+                         f"{', '.join(map(str, export_report.get('int8_dev_by_batch_size', {}))) or '16'}): entities "
+                         f"{_f(export_report['int8_dev']['entity_f1'])}, relations "
                          f"{_f(export_report['int8_dev']['relation_f1'])}: {pub}.")
         onnx_section = "\n".join(lines)
     else:
