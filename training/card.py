@@ -30,7 +30,7 @@ def _row(split: str, m: Optional[dict]) -> str:
 
 
 def render_card(summary: dict, export_report: Optional[dict], model_name: str = "rasd",
-                repo_hint: str = "org/rasd-model", hardware: str = "CPU") -> str:
+                repo_hint: str = "org/rasd-model", hardware: Optional[str] = None) -> str:
     cfg = summary.get("config", {})
     enc_name = cfg.get("encoder", {}).get("name", "?")
     test = summary.get("test")
@@ -67,7 +67,7 @@ def render_card(summary: dict, export_report: Optional[dict], model_name: str = 
         "train_docs": summary.get("train_documents", "?"), "train_windows": summary.get("train_windows", "?"),
         "steps": summary.get("steps", "?"), "best_step": summary.get("best_step", "?"),
         "train_wall_s": summary.get("train_wall_s", "?"), "processes": summary.get("processes", 1),
-        "hardware": hardware,
+        "hardware": hardware or summary.get("hardware", "hardware not recorded"),
         "test_entity_f1": _f(test["strict"]["entities"]["micro"]["f1"]) if test else "null",
         "test_relation_f1": _f(test["strict"]["relations"]["micro"]["f1"]) if test else "null",
         "results_rows": "\n".join(_row(s, summary.get(s)) for s in ("dev", "test")),

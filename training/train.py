@@ -277,7 +277,9 @@ def train(cfg: RunConfig, resume: bool = False, config_path: Optional[str] = Non
         summary = {"config": cfg.to_dict(), "config_path": config_path, "best_step": state["best_step"],
                    "steps": state["step"], "train_documents": len(train_docs), "train_windows": len(features),
                    "train_wall_s": round(time.time() - started, 1), "processes": accelerator.num_processes,
-                   "parameters": sum(p.numel() for p in best.parameters())}
+                   "parameters": sum(p.numel() for p in best.parameters()),
+                   "hardware": (torch.cuda.get_device_name(0) if torch.cuda.is_available()
+                                else f"CPU ({os.cpu_count()} cores)") + f", precision {t.mixed_precision}"}
         for split in ("dev", "test"):
             docs = documents(corpus[split])
             if docs:
