@@ -129,14 +129,21 @@ def cmd_push(args) -> int:
     return 0
 
 
+def _importable(module: str) -> bool:
+    """Whether `module` could be imported, without importing it (torch takes seconds)."""
+    import importlib.util
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _run_training(name: str, argv: List[str]) -> int:
     module, _ = TRAINING[name]
     module, _, func = module.partition(":")
-    try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError as e:
-        print(f"`rasd {name}` needs the training extra ({e.name} is not installed): pip install 'rasd[train]'",
+    missing = next((m for m in ("torch", "transformers") if not _importable(m)), None)
+    if missing:
+        print(f"`rasd {name}` needs the training extra ({missing} is not installed): pip install 'rasd[train]'",
               file=sys.stderr)
         return 2
     return getattr(importlib.import_module(module), func or "main")(argv) or 0

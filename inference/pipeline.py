@@ -55,7 +55,7 @@ class _Doc:
     warnings: List[str] = field(default_factory=list)
 
 
-def _pad(rows: Sequence[Sequence[int]], pad_id: int) -> Tuple[np.ndarray, np.ndarray]:
+def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> Tuple[np.ndarray, np.ndarray]:
     T = max(len(r) for r in rows)
     ids = np.full((len(rows), T), pad_id, dtype=np.int64)
     mask = np.zeros((len(rows), T), dtype=np.int64)
@@ -90,7 +90,7 @@ def predict(texts: Sequence[str], tokenizer, spec: ModelSpec, backend, batch_siz
     hidden_batches: List[np.ndarray] = []
     for b in range(0, len(order), batch_size):
         chunk = order[b:b + batch_size]
-        ids, mask = _pad([docs[di].windows[wi].input_ids for _, di, wi in chunk], specials.pad_id)
+        ids, mask = pad_rows([docs[di].windows[wi].input_ids for _, di, wi in chunk], specials.pad_id)
         logits, hidden = backend.tag(ids, mask)
         probs = softmax(np.asarray(logits, dtype=np.float32))
         bi = len(hidden_batches)

@@ -7,6 +7,8 @@ import shutil
 
 import pytest
 
+from hub_server import hub  # noqa: F401  (the stand-in Hub fixture, for every test module)
+
 HERE = os.path.dirname(__file__)
 MINI = os.path.join(HERE, "fixtures", "mini.txt")
 

@@ -4,7 +4,6 @@ import json
 import subprocess
 import sys
 
-from hub_server import hub  # noqa: F401  (the fixture)
 from test_inference_torch_free import BLOCKER
 
 SCRIPT = BLOCKER + """
@@ -15,7 +14,7 @@ print(json.dumps(ex.extract(sys.argv[3]).to_dict(), ensure_ascii=False))
 """
 
 
-def test_train_export_hub_predict(exported_model, mini_docs, hub, tmp_path):  # noqa: F811
+def test_train_export_hub_predict(exported_model, mini_docs, hub, tmp_path):
     sha = hub.add_repo("rasd/tiny-e2e", exported_model)
     # a seed sentence (shared/seeds/000) the tiny model was trained on
     gold = next(d for d in mini_docs if d.id == "mini-02")

@@ -10,7 +10,6 @@ import re
 
 import pytest
 
-from hub_server import hub  # noqa: F401  (the fixture)
 from rasd import Extractor
 from rasd.hub import ModelFilesError, push_model, select_graph_files
 

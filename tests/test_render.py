@@ -1,6 +1,5 @@
 """The HTML view: self-contained, right-to-left, entities highlighted; checked in headless Chromium."""
 import json
-import os
 import re
 import shutil
 import subprocess

@@ -78,10 +78,10 @@ def run_variant(variant: str, model_dir: str, export_dir: str, data_dir: str, th
     if variant == "encoder-int8":
         # The ceiling: only the encoder graph, on ready-made length-sorted batches of 32 windows.
         rows = sorted((w.input_ids for w in windows), key=len)
-        backend.tag(*pipeline._pad(rows[:4], sp.pad_id))  # warm-up
+        backend.tag(*pipeline.pad_rows(rows[:4], sp.pad_id))  # warm-up
         t0 = time.perf_counter()
         for i in range(0, len(rows), 32):
-            backend.tag(*pipeline._pad(rows[i:i + 32], sp.pad_id))
+            backend.tag(*pipeline.pad_rows(rows[i:i + 32], sp.pad_id))
         out["tokens_per_s_b32"] = round(n_tokens / (time.perf_counter() - t0), 1)
     else:
         pipeline.predict(texts[:2], tok, spec, backend)  # warm-up

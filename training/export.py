@@ -77,7 +77,7 @@ def _export(module: nn.Module, args: tuple, graph: dict, path: str) -> None:
 def export_graphs(model: RasdModel, tokenizer, out_dir: str) -> None:
     model.eval()
     spec = model.config.spec()
-    batch = pipeline._pad([tokenizer.backend_tokenizer.encode(t).ids[:spec.max_length] for t in SAMPLE_TEXTS],
+    batch = pipeline.pad_rows([tokenizer.backend_tokenizer.encode(t).ids[:spec.max_length] for t in SAMPLE_TEXTS],
                           0)
     ids, mask = (torch.as_tensor(a) for a in batch)
     with torch.no_grad():
@@ -112,7 +112,7 @@ def _outputs(backend, tokenizer, spec, texts):
     from rasd.align import SpecialTokens, make_windows, tokenize_text
     sp = SpecialTokens.from_tokenizer(tokenizer)
     rows = [make_windows(tokenize_text(t, tokenizer), sp, spec.max_length, spec.stride)[0].input_ids for t in texts]
-    ids, mask = pipeline._pad(rows, sp.pad_id)
+    ids, mask = pipeline.pad_rows(rows, sp.pad_id)
     logits, hidden = backend.tag(ids, mask)
     n = min(len(texts), 3)
     pairs = (np.arange(n), np.tile([[1, 2]], (n, 1)), np.tile([[3, 5]], (n, 1)), np.zeros(n, np.int64),

@@ -21,7 +21,7 @@ import os
 import re
 import sys
 from collections import Counter
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
 from rasd.schema import (ENTITY_LABELS, RELATION_TYPES, Document, Entity, Relation, validate_document,
                          write_documents)
