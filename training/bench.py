@@ -5,7 +5,7 @@
 Variants: torch eager (FP32), ONNX FP32, ONNX INT8, and the INT8 encoder
 graph alone (no tokenization, decoding or relation head: the ceiling of
 the INT8 pipeline). Each variant runs in its own subprocess, so the peak
-resident memory (ru_maxrss) is its own. Same dev texts for all; tokens/s
+resident memory (VmHWM) is its own. Same dev texts for all; tokens/s
 counts the real (unpadded) tokens of all windows. Writes bench.json and
 bench.md; prints the table.
 """
@@ -15,8 +15,10 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from typing import List
 
@@ -48,7 +50,6 @@ def int8_dir(export_dir: str, scratch: str) -> str:
     from rasd.onnx_spec import ENCODER
     if os.path.exists(os.path.join(export_dir, ENCODER["int8_file"])):
         return export_dir
-    import shutil
     from .export import quantize_int8
     shutil.copytree(export_dir, scratch, dirs_exist_ok=True)
     quantize_int8(scratch)
@@ -134,6 +135,18 @@ def markdown(rows: List[dict]) -> str:
     return "\n".join(lines)
 
 
+def _run_in_subprocess(variant: str, args, export_dir: str) -> dict:
+    cmd = [sys.executable, "-m", "rasd_train.bench", "--variant", variant, "--model-dir", args.model_dir,
+           "--export-dir", export_dir, "--data", args.data, "--threads", str(args.threads),
+           "--max-docs", str(args.max_docs)]
+    print(f"running {variant} ...", flush=True)
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        print(f"{variant} failed:\n{res.stderr[-2000:]}", file=sys.stderr)
+        return {"variant": variant, "error": res.stderr.strip().splitlines()[-1] if res.stderr else "failed"}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="rasd bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -149,25 +162,14 @@ def main(argv=None) -> int:
         print(json.dumps(run_variant(args.variant, args.model_dir, args.export_dir, args.data, args.threads,
                                      args.max_docs)))
         return 0
-    import tempfile
-    scratch = tempfile.mkdtemp(prefix="rasd-bench-")
-    int8_source = int8_dir(args.export_dir, scratch)
-    published = int8_source == args.export_dir
-    rows = []
-    for v in VARIANTS:
-        cmd = [sys.executable, "-m", "rasd_train.bench", "--variant", v, "--model-dir", args.model_dir,
-               "--export-dir", args.export_dir if v in ("torch", "onnx-fp32") else int8_source, "--data", args.data, "--threads", str(args.threads),
-               "--max-docs", str(args.max_docs)]
-        print(f"running {v} ...", flush=True)
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        if res.returncode != 0:
-            print(f"{v} failed:\n{res.stderr[-2000:]}", file=sys.stderr)
-            rows.append({"variant": v, "error": res.stderr.strip().splitlines()[-1] if res.stderr else "failed"})
-            continue
-        row = json.loads(res.stdout.strip().splitlines()[-1])
-        if "int8" in v and not published:
+    with tempfile.TemporaryDirectory(prefix="rasd-bench-") as scratch:
+        int8_source = int8_dir(args.export_dir, scratch)
+        published = int8_source == args.export_dir
+        rows = [_run_in_subprocess(v, args, args.export_dir if v in ("torch", "onnx-fp32") else int8_source)
+                for v in VARIANTS]
+    for row in rows:
+        if "int8" in row["variant"] and not published:
             row["variant"] += " (not published: failed the export gate)"
-        rows.append(row)
     base = next((r for r in rows if r["variant"] == "torch" and "tokens_per_s_b32" in r), None)
     if base:
         for r in rows:
@@ -175,9 +177,8 @@ def main(argv=None) -> int:
                 r["speedup_b32_vs_torch"] = round(r["tokens_per_s_b32"] / base["tokens_per_s_b32"], 2)
     out_dir = args.out or args.export_dir
     os.makedirs(out_dir, exist_ok=True)
-    import shutil
-    shutil.rmtree(scratch, ignore_errors=True)
-    meta = {"int8_published": published, "cpu_count": os.cpu_count(), "threads": args.threads, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    meta = {"int8_published": published, "cpu_count": os.cpu_count(), "threads": args.threads,
+            "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     with open(os.path.join(out_dir, "bench.json"), "w", encoding="utf-8") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     table = markdown(rows)

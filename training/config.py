@@ -36,7 +36,7 @@ class ModelArgs:
     relation_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the relation loss."})
     relation_left_context: int = field(default=0, metadata={"help": "Tokens before a pair's first entity pooled "
                                                                      "into the pair features (0 = off; 8 did not "
-                                                                     "win on dev relation F1, see model card)."})
+                                                                     "win on dev relation F1 when compared)."})
 
 
 @dataclass

@@ -94,7 +94,7 @@ def quantize_int8(out_dir: str) -> None:
     The feed-forward output projections stay FP32: after GELU their inputs
     have the widest range, and on the default model quantising them cost 0.8
     dev entity F1 points of the 0.9 lost in all (measured on dev, see the
-    issue notes); the other 85 MatMuls are quantised.
+    issue notes); every other MatMul and Gemm is quantised.
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic

@@ -68,9 +68,9 @@ def _span_mean(flat_hidden: torch.Tensor, row_start: torch.Tensor, starts: torch
 
     flat_hidden is [B*T, H] and row_start[p] = pair_batch[p] * T, so one
     [P, B*T] mask times the hidden states gives every pooled span at once
-    (a single matmul; gathering a [P, T, H] copy per pair was the slowest
-    part of inference). Built from arange comparisons, it exports to ONNX with
-    dynamic axes. Empty spans (adjacent entities' context) pool to zeros.
+    (a single matmul, with no [P, T, H] copy of the hidden states per pair).
+    Built from arange comparisons, it exports to ONNX with dynamic axes.
+    Empty spans (adjacent entities' context) pool to zeros.
     """
     pos = torch.arange(flat_hidden.shape[0], device=flat_hidden.device).unsqueeze(0)
     lo, hi = (row_start + starts).unsqueeze(1), (row_start + ends).unsqueeze(1)
