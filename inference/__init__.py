@@ -2,9 +2,10 @@
 withdrawal/handover relations from Arabic news. Torch-free: onnxruntime,
 tokenizers, numpy and huggingface_hub only.
 """
+from .scheme import Scheme, load_scheme  # noqa: F401
 from .schema import Document, Entity, Relation  # noqa: F401
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def __getattr__(name):

@@ -156,47 +156,26 @@ def _build_window(tt: TokenizedText, specials: SpecialTokens, ws: int, we: int, 
 
 # --- IOB2 tags over words ---
 
-def spans_to_word_tags(words: Sequence[Tuple[int, int]], entities: Sequence[Entity]) -> List[str]:
-    """Gold entities (word-aligned) -> one IOB2 tag per word."""
-    tags = ["O"] * len(words)
+def entity_word_ranges(words: Sequence[Tuple[int, int]], entities: Sequence[Entity]) -> List[Tuple[int, int]]:
+    """(first word, last word + 1) of each word-aligned entity: the one place this is computed."""
     start_index = {s: i for i, (s, _) in enumerate(words)}
     end_index = {e: i for i, (_, e) in enumerate(words)}
+    out = []
     for ent in entities:
         if ent.start not in start_index or ent.end not in end_index:
             raise ValueError(f"entity {ent.id} {ent.start}-{ent.end} is not aligned to word boundaries")
-        a, b = start_index[ent.start], end_index[ent.end]
+        out.append((start_index[ent.start], end_index[ent.end] + 1))
+    return out
+
+
+def spans_to_word_tags(words: Sequence[Tuple[int, int]], entities: Sequence[Entity]) -> List[str]:
+    """Gold entities (word-aligned) -> one IOB2 tag per word."""
+    tags = ["O"] * len(words)
+    for ent, (a, b) in zip(entities, entity_word_ranges(words, entities)):
         tags[a] = f"B-{ent.label}"
-        for i in range(a + 1, b + 1):
+        for i in range(a + 1, b):
             tags[i] = f"I-{ent.label}"
     return tags
-
-
-def entity_word_range(words: Sequence[Tuple[int, int]], ent: Entity) -> Tuple[int, int]:
-    """(first word, last word + 1) of a word-aligned entity."""
-    first = next(i for i, (s, _) in enumerate(words) if s == ent.start)
-    last = next(i for i, (_, e) in enumerate(words) if e == ent.end)
-    return first, last + 1
-
-
-# --- relation pair features shared by training and inference ---
-
-DISTANCE_BUCKETS = (0, 1, 2, 3, 4, 5, 8, 16, 32, 64)  # lower bounds, in tokens
-
-
-def distance_bucket(gap_tokens: int) -> int:
-    """Bucket of the token gap between two spans (0 = adjacent)."""
-    b = 0
-    for i, lo in enumerate(DISTANCE_BUCKETS):
-        if gap_tokens >= lo:
-            b = i
-    return b
-
-
-def pair_features(head_tok: Tuple[int, int], tail_tok: Tuple[int, int], head_type: int, tail_type: int
-                  ) -> Tuple[int, int, int, int, int, int, int]:
-    """(hs, he, ts, te, head type, tail type, distance bucket) for one ordered pair."""
-    gap = max(tail_tok[0] - head_tok[1], head_tok[0] - tail_tok[1], 0)
-    return (head_tok[0], head_tok[1], tail_tok[0], tail_tok[1], head_type, tail_type, distance_bucket(gap))
 
 
 def window_span(win: Window, word_range: Tuple[int, int]) -> Optional[Tuple[int, int]]:
@@ -205,3 +184,8 @@ def window_span(win: Window, word_range: Tuple[int, int]) -> Optional[Tuple[int,
     if a < win.word_start or b > win.word_end:
         return None
     return win.word_token[a], win.word_last_token[b - 1]
+
+
+def word_margin(win: Window, word_range: Tuple[int, int]) -> int:
+    """Words between a range and the window's nearer edge: how central the range sits."""
+    return min(word_range[0] - win.word_start, win.word_end - word_range[1])

@@ -101,14 +101,23 @@ def cmd_predict(args) -> int:
     if args.html:
         from .render import render_html
         with open(args.html, "w", encoding="utf-8") as f:
-            f.write(render_html(docs))
+            f.write(render_html(docs, scheme=ex.scheme))
         print(f"HTML view written to {args.html}", file=sys.stderr)
     return 0
 
 
+def _scheme(args):
+    """The scheme named by --scheme (a file or a built-in name); exits with a clear message if it is bad."""
+    from .scheme import SchemeError, load_scheme
+    try:
+        return load_scheme(args.scheme)
+    except SchemeError as e:
+        raise SystemExit(f"error: {e}")
+
+
 def cmd_validate(args) -> int:
     from .schema import validate_files
-    violations, n = validate_files(args.files, prediction=args.prediction)
+    violations, n = validate_files(args.files, prediction=args.prediction, scheme=_scheme(args))
     for v in violations:
         print(v)
     print(f"violations={len(violations)} documents={n}")
@@ -117,7 +126,7 @@ def cmd_validate(args) -> int:
 
 def cmd_stats(args) -> int:
     from .stats import format_report
-    print(format_report(args.paths, show=args.show))
+    print(format_report(args.paths, show=args.show, scheme=_scheme(args)))
     return 0
 
 
@@ -164,16 +173,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-errors", action="store_true", help="write an error record for bad lines instead of "
                                                               "stopping")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0 = all cores)")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0 = the cores this process may "
+                                                           "use, from its CPU affinity)")
     p.add_argument("--fp32", action="store_true", help="use the FP32 graphs even if INT8 ones are published")
     p.set_defaults(func=cmd_predict)
     v = sub.add_parser("validate", help="check JSONL files against the annotation scheme")
     v.add_argument("files", nargs="+")
     v.add_argument("--prediction", action="store_true", help="also require scores and entity texts")
+    v.add_argument("--scheme", default=None, help="scheme JSON/YAML file or built-in name (default: military)")
     v.set_defaults(func=cmd_validate)
     s = sub.add_parser("stats", help="corpus counts and the consistency report")
     s.add_argument("paths", nargs="*", default=["data/corpus"], help="corpus folder or JSONL files")
     s.add_argument("--show", type=int, default=40, help="items listed per consistency list")
+    s.add_argument("--scheme", default=None, help="scheme JSON/YAML file or built-in name (default: military)")
     s.set_defaults(func=cmd_stats)
     u = sub.add_parser("push", help="upload an exported model (with its card) to the Hub")
     u.add_argument("model_dir")

@@ -1,6 +1,6 @@
-"""Model outputs -> scheme objects: window merging, tags -> spans, candidate
-pairs, relation labels. The training evaluation and the service both call
-these functions, so what is measured is what is served.
+"""Tagger outputs -> entities: window merging and tags -> spans. The
+training evaluation and the service both call these functions, so what is
+measured is what is served (relation pairs live in rasd.pairs).
 """
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from .align import TokenizedText, Window
-from .schema import ENTITY_LABELS, Entity, pair_is_candidate, relation_allowed
-from .text import is_word_char, normalize_for_linking, paragraph_index
+from .align import TokenizedText, Window, word_margin
+from .schema import Entity
+from .text import is_word_char, normalize_for_linking
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -34,7 +34,7 @@ def merge_windows(n_words: int, windows: Sequence[Window], window_word_probs: Se
         for w, p in probs.items():
             if out is None:
                 out = np.zeros((n_words, p.shape[-1]), dtype=np.float32)
-            margin = min(w - win.word_start, win.word_end - 1 - w)
+            margin = word_margin(win, (w, w + 1))
             if best[w] < 0 or margin > best[w]:
                 best[w] = margin
                 out[w] = p
@@ -83,34 +83,5 @@ def decode_tags(tt: TokenizedText, word_probs: np.ndarray, id2tag: Sequence[str]
         s, e = words[a2][0], words[b2 - 1][1]
         mention = text[s:e]
         ents.append(Entity(id=f"T{len(ents) + 1}", start=s, end=e, label=label, text=mention,
-                           score=round(float(np.mean(ps)), 4), normalized=normalize_for_linking(mention)))
+                           score=float(np.mean(ps)), normalized=normalize_for_linking(mention)))
     return ents
-
-
-def candidate_pairs(text: str, entities: Sequence[Entity]) -> List[Tuple[int, int]]:
-    """Ordered (head, tail) index pairs that some relation label allows, in one paragraph."""
-    paras = [paragraph_index(text, e.start) for e in entities]
-    out = []
-    for i, h in enumerate(entities):
-        for j, t in enumerate(entities):
-            if i != j and paras[i] == paras[j] and pair_is_candidate(h.label, t.label):
-                out.append((i, j))
-    return out
-
-
-def relation_label_mask(head_label: str, tail_label: str, relation_labels: Sequence[str]) -> np.ndarray:
-    """Which classes (index 0 = NONE) are allowed for a pair of these types."""
-    return np.array([True] + [relation_allowed(r, head_label, tail_label) for r in relation_labels])
-
-
-def decode_relation(logits: np.ndarray, head_label: str, tail_label: str, relation_labels: Sequence[str]
-                    ) -> Tuple[str, float]:
-    """(label or "NONE", probability) among the labels the pair's types allow."""
-    mask = relation_label_mask(head_label, tail_label, relation_labels)
-    probs = softmax(np.where(mask, logits, -np.inf))
-    k = int(probs.argmax())
-    return ("NONE" if k == 0 else relation_labels[k - 1]), float(probs[k])
-
-
-def entity_type_id(label: str) -> int:
-    return ENTITY_LABELS.index(label)

@@ -7,17 +7,12 @@
 """
 from __future__ import annotations
 
-import json
-import os
 import re
 from typing import List, Optional, Sequence
 
-from tokenizers import Tokenizer
-
-from .hub import ModelFilesError, read_manifest, resolve_model_dir, select_graph_files, verify_files
-from .onnx_spec import CONFIG_FILE, FORMAT_VERSION, TOKENIZER_FILE
-from .pipeline import ModelSpec, predict
-from .runtime import OnnxBackend
+from .backend import load_exported
+from .hub import resolve_model_dir
+from .pipeline import predict
 from .schema import Document
 
 DEFAULT_MAX_CHARS = 1_000_000
@@ -27,22 +22,14 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 class Extractor:
     def __init__(self, model_dir: str, quantized: bool = True, threads: Optional[int] = None,
                  max_chars: int = DEFAULT_MAX_CHARS, verify: bool = True):
-        files = read_manifest(model_dir)
-        graphs = select_graph_files(files, quantized)
-        needed = [CONFIG_FILE, TOKENIZER_FILE] + graphs
-        if verify:
-            verify_files(model_dir, needed)
-        with open(os.path.join(model_dir, CONFIG_FILE), encoding="utf-8") as f:
-            cfg = json.load(f)
-        if cfg.get("format_version") != FORMAT_VERSION:
-            raise ModelFilesError(f"{model_dir}: model format {cfg.get('format_version')!r}, this rasd reads "
-                                  f"{FORMAT_VERSION}; upgrade rasd or re-export the model")
+        loaded = load_exported(model_dir, quantized=quantized, threads=threads, verify=verify)
         self.model_dir = model_dir
-        self.config = cfg
-        self.spec = ModelSpec.from_dict(cfg)
-        self.quantized = graphs[0].endswith(".int8.onnx")
-        self.tokenizer = Tokenizer.from_file(os.path.join(model_dir, TOKENIZER_FILE))
-        self.backend = OnnxBackend(*(os.path.join(model_dir, g) for g in graphs), threads=threads)
+        self.config = loaded.config
+        self.spec = loaded.spec
+        self.scheme = loaded.spec.scheme
+        self.quantized = loaded.quantized
+        self.tokenizer = loaded.tokenizer
+        self.backend = loaded.backend
         self.max_chars = max_chars
 
     @classmethod

@@ -12,13 +12,10 @@ import json
 import os
 from typing import Dict, Iterable, Optional
 
-from .onnx_spec import CONFIG_FILE, MANIFEST_FILE
+from .backend import ModelFilesError
+from .onnx_spec import CONFIG_FILE, MANIFEST_FILE, TOKENIZER_FILE, graph_files
 
 METADATA_FILES = [MANIFEST_FILE, CONFIG_FILE, "README.md"]
-
-
-class ModelFilesError(RuntimeError):
-    """A model's files are missing, corrupt or unreachable."""
 
 
 def sha256_file(path: str, chunk: int = 1 << 20) -> str:
@@ -82,7 +79,7 @@ def resolve_model_dir(path_or_repo_id: str, revision: Optional[str] = None, cach
         meta_dir = snapshot_download(revision=revision, allow_patterns=METADATA_FILES, **kw)
         commit = os.path.basename(os.path.normpath(meta_dir))
         files = read_manifest(meta_dir)
-        wanted = select_graph_files(files, quantized) + ["tokenizer.json"]
+        wanted = graph_files(files, quantized) + [TOKENIZER_FILE]
         return snapshot_download(revision=commit if len(commit) == 40 else revision, allow_patterns=wanted, **kw)
     except RepositoryNotFoundError as e:
         raise ModelFilesError(f"no model repository {path_or_repo_id!r} on the Hub (or no access)") from e
@@ -93,14 +90,6 @@ def resolve_model_dir(path_or_repo_id: str, revision: Optional[str] = None, cach
                               f"(offline mode or no network): {e}") from e
     except HfHubHTTPError as e:
         raise ModelFilesError(f"{path_or_repo_id}: download failed: {e}") from e
-
-
-def select_graph_files(files: Dict[str, dict], quantized: bool):
-    """The two graph files to load: INT8 when asked and published, else FP32."""
-    from .onnx_spec import ENCODER, RELATION
-    if quantized and ENCODER["int8_file"] in files and RELATION["int8_file"] in files:
-        return [ENCODER["int8_file"], RELATION["int8_file"]]
-    return [ENCODER["file"], RELATION["file"]]
 
 
 def push_model(model_dir: str, repo_id: str, revision: Optional[str] = None, private: bool = False,

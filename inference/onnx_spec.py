@@ -29,7 +29,19 @@ GRAPHS = {"encoder": ENCODER, "relation": RELATION}
 CONFIG_FILE = "rasd_config.json"
 TOKENIZER_FILE = "tokenizer.json"
 MANIFEST_FILE = "manifest.json"
-FORMAT_VERSION = 1
+# 2: rasd_config.json carries the whole scheme and rasd's version; window_length/window_stride.
+FORMAT_VERSION = 2
+
+
+def graph_files(available, quantized: bool) -> list:
+    """The two graph files to load from those `available`: INT8 when asked for and published, else FP32.
+
+    The one place that chooses between INT8 and FP32 (Hub download, Extractor, export gate, bench).
+    """
+    int8 = [ENCODER["int8_file"], RELATION["int8_file"]]
+    if quantized and all(f in available for f in int8):
+        return int8
+    return [ENCODER["file"], RELATION["file"]]
 
 
 def dynamic_axes(graph: dict) -> dict:

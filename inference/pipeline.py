@@ -1,17 +1,11 @@
 """The prediction pipeline shared by the service (ONNX) and training (torch).
 
     texts -> words/tokens -> windows -> backend.tag -> merge -> decode spans
-          -> candidate pairs -> backend.relate -> decode relations -> Documents
+          -> candidate pairs, each placed in one window -> backend.relate
+          -> decode relations -> Documents
 
-A backend is anything with two methods working on numpy arrays:
-
-    tag(input_ids[B,T] int64, attention_mask[B,T] int64)
-        -> (tag_logits[B,T,n_tags] float32, hidden[B,T,H] float32)
-    relate(hidden[B,T,H], pair_batch[P], head_span[P,2], tail_span[P,2],
-           head_type[P], tail_type[P], distance_bucket[P]) -> logits[P, 1+n_rel]
-
-so the torch model during evaluation and the ONNX graphs in service decode
-through the very same code.
+Any `rasd.backend.Backend` runs it, so the torch model during evaluation
+and the ONNX graphs in service decode through the very same code.
 """
 from __future__ import annotations
 
@@ -20,29 +14,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .align import SpecialTokens, TokenizedText, Window, make_windows, pair_features, tokenize_text, window_span
-from .decode import candidate_pairs, decode_relation, decode_tags, merge_windows, softmax
+from .align import SpecialTokens, TokenizedText, Window, entity_word_ranges, make_windows, tokenize_text
+from .backend import Backend, ModelSpec
+from .decode import decode_tags, merge_windows, softmax
+from .pairs import candidate_pairs, decode_relation, pair_row, place_pair, stack_pairs
+from .scheme import NO_RELATION
 from .schema import Document, Relation
 
-
-@dataclass
-class ModelSpec:
-    """What decoding needs to know about a trained model (from its config)."""
-    entity_labels: List[str]
-    id2tag: List[str]
-    relation_labels: List[str]
-    max_length: int = 256
-    stride: int = 64
-
-    def to_dict(self) -> dict:
-        return {"entity_labels": self.entity_labels, "id2tag": self.id2tag, "relation_labels": self.relation_labels,
-                "max_length": self.max_length, "stride": self.stride}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelSpec":
-        return cls(entity_labels=list(d["entity_labels"]), id2tag=list(d["id2tag"]),
-                   relation_labels=list(d["relation_labels"]), max_length=int(d["max_length"]),
-                   stride=int(d["stride"]))
+__all__ = ["ModelSpec", "pad_rows", "predict", "predict_documents"]
 
 
 @dataclass
@@ -55,6 +34,15 @@ class _Doc:
     warnings: List[str] = field(default_factory=list)
 
 
+@dataclass
+class _PairJob:
+    doc: int
+    head: int
+    tail: int
+    row: int  # row of the pair's window in its tag batch
+    features: dict
+
+
 def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> Tuple[np.ndarray, np.ndarray]:
     T = max(len(r) for r in rows)
     ids = np.full((len(rows), T), pad_id, dtype=np.int64)
@@ -65,32 +53,29 @@ def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> Tuple[np.ndarray, np
     return ids, mask
 
 
-def predict(texts: Sequence[str], tokenizer, spec: ModelSpec, backend, batch_size: int = 16,
-            doc_ids: Optional[Sequence[str]] = None) -> List[Document]:
-    """Entities and relations for each text, in input order.
-
-    Windows of all texts are sorted by length and batched, so padding is
-    small whatever the mix of long and short texts.
-    """
-    specials = SpecialTokens.from_tokenizer(tokenizer)
-    docs: List[_Doc] = []
+def _prepare(texts: Sequence[str], tokenizer, spec: ModelSpec, specials: SpecialTokens) -> List[_Doc]:
+    docs = []
+    budget = spec.window_length - len(specials.prefix) - len(specials.suffix)
     for i, text in enumerate(texts):
         tt = tokenize_text(text, tokenizer)
-        wins = make_windows(tt, specials, spec.max_length, spec.stride)
+        wins = make_windows(tt, specials, spec.window_length, spec.window_stride)
         d = _Doc(i, tt, wins, [dict() for _ in wins], [(-1, -1)] * len(wins))
         for win in wins:
             for w in win.truncated_words:
                 s, e = tt.words[w]
                 d.warnings.append(f"word at {s}-{e} has more sub-tokens than a window holds; only its first "
-                                  f"{spec.max_length - len(specials.prefix) - len(specials.suffix)} were read")
+                                  f"{budget} were read")
         docs.append(d)
+    return docs
 
-    # 1) entity tags, window batches sorted by length
-    order = sorted(((len(w.input_ids), di, wi) for di, d in enumerate(docs) for wi, w in enumerate(d.windows)))
+
+def _tag(docs: List[_Doc], backend: Backend, pad_id: int, batch_size: int) -> List[np.ndarray]:
+    """Run the tagger over all windows, sorted by length; returns the hidden states of each batch."""
+    order = sorted((len(w.input_ids), di, wi) for di, d in enumerate(docs) for wi, w in enumerate(d.windows))
     hidden_batches: List[np.ndarray] = []
     for b in range(0, len(order), batch_size):
         chunk = order[b:b + batch_size]
-        ids, mask = pad_rows([docs[di].windows[wi].input_ids for _, di, wi in chunk], specials.pad_id)
+        ids, mask = pad_rows([docs[di].windows[wi].input_ids for _, di, wi in chunk], pad_id)
         logits, hidden = backend.tag(ids, mask)
         probs = softmax(np.asarray(logits, dtype=np.float32))
         bi = len(hidden_batches)
@@ -99,49 +84,70 @@ def predict(texts: Sequence[str], tokenizer, spec: ModelSpec, backend, batch_siz
             win = docs[di].windows[wi]
             docs[di].window_probs[wi] = {w: probs[row, pos] for w, pos in win.word_token.items()}
             docs[di].window_loc[wi] = (bi, row)
+    return hidden_batches
 
-    # 2) spans per document, then candidate pairs placed in a window
+
+def _pair_jobs(d: _Doc, doc: Document, spec: ModelSpec) -> Dict[int, List[_PairJob]]:
+    """Candidate pairs of one document, each placed in one window, grouped by tag batch."""
+    jobs: Dict[int, List[_PairJob]] = {}
+    ents = doc.entities
+    ranges = entity_word_ranges(d.tt.words, ents)
+    skipped = 0
+    for h, t in candidate_pairs(d.tt.text, ents, spec.scheme):
+        wi = place_pair(d.windows, ranges[h], ranges[t])
+        if wi is None:
+            skipped += 1
+            continue
+        feats = pair_row(d.windows[wi], ranges[h], ranges[t], spec.scheme.entity_index(ents[h].label),
+                         spec.scheme.entity_index(ents[t].label))
+        bi, row = d.window_loc[wi]
+        jobs.setdefault(bi, []).append(_PairJob(d.index, h, t, row, feats))
+    if skipped:
+        d.warnings.append(f"{skipped} candidate pair(s) not scored: the two entities never share a window")
+    return jobs
+
+
+def predict(texts: Sequence[str], tokenizer, spec: ModelSpec, backend: Backend, batch_size: int = 16,
+            doc_ids: Optional[Sequence[str]] = None) -> List[Document]:
+    """Entities and relations for each text, in input order.
+
+    Windows of all texts are sorted by length and batched, so padding is
+    small whatever the mix of long and short texts. Scores are full floats;
+    they are rounded only when a Document is serialised.
+    """
+    specials = SpecialTokens.from_tokenizer(tokenizer)
+    docs = _prepare(texts, tokenizer, spec, specials)
+    hidden_batches = _tag(docs, backend, specials.pad_id, batch_size)
+
     results: List[Document] = []
-    pair_jobs: Dict[int, List[Tuple[int, int, int, tuple]]] = {}  # batch -> (doc, head, tail, features)
-    label_index = {lab: k for k, lab in enumerate(spec.entity_labels)}
+    jobs: Dict[int, List[_PairJob]] = {}
     for d in docs:
         word_probs = merge_windows(len(d.tt.words), d.windows, d.window_probs)
-        ents = decode_tags(d.tt, word_probs, spec.id2tag)
-        doc = Document(id=doc_ids[d.index] if doc_ids else str(d.index), text=d.tt.text, entities=ents)
+        doc = Document(id=doc_ids[d.index] if doc_ids else str(d.index), text=d.tt.text,
+                       entities=decode_tags(d.tt, word_probs, spec.id2tag))
         results.append(doc)
-        first_word = {s: i for i, (s, _) in enumerate(d.tt.words)}
-        last_word = {e: i for i, (_, e) in enumerate(d.tt.words)}
-        ranges = [(first_word[e.start], last_word[e.end] + 1) for e in ents]
-        skipped = 0
-        for h, t in candidate_pairs(d.tt.text, ents):
-            placed = False
-            for wi, win in enumerate(d.windows):
-                hs, ts = window_span(win, ranges[h]), window_span(win, ranges[t])
-                if hs is None or ts is None:
-                    continue
-                feats = pair_features(hs, ts, label_index[ents[h].label], label_index[ents[t].label])
-                bi, row = d.window_loc[wi]
-                pair_jobs.setdefault(bi, []).append((d.index, h, t, (row,) + feats))
-                placed = True
-                break
-            skipped += not placed
-        if skipped:
-            d.warnings.append(f"{skipped} candidate pair(s) not scored: the two entities never share a window")
+        for bi, js in _pair_jobs(d, doc, spec).items():
+            jobs.setdefault(bi, []).extend(js)
 
-    # 3) relations, one call per tag batch whose windows hold candidate pairs
-    for bi, jobs in pair_jobs.items():
-        f = np.array([j[3] for j in jobs], dtype=np.int64)
-        logits = np.asarray(backend.relate(hidden_batches[bi], f[:, 0], f[:, 1:3], f[:, 3:5], f[:, 5], f[:, 6],
-                                           f[:, 7]), dtype=np.float32)
-        for (di, h, t, _), lg in zip(jobs, logits):
-            doc = results[di]
-            label, score = decode_relation(lg, doc.entities[h].label, doc.entities[t].label, spec.relation_labels)
-            if label != "NONE":
-                doc.relations.append(Relation(head=doc.entities[h].id, tail=doc.entities[t].id, label=label,
-                                              score=round(score, 4)))
+    # One relation call per tag batch whose windows hold candidate pairs.
+    for bi, js in jobs.items():
+        pairs = stack_pairs([j.features for j in js], [j.row for j in js])
+        logits = np.asarray(backend.relate(hidden_batches[bi], pairs), dtype=np.float32)
+        for j, lg in zip(js, logits):
+            doc = results[j.doc]
+            head, tail = doc.entities[j.head], doc.entities[j.tail]
+            label, score = decode_relation(lg, head.label, tail.label, spec.scheme)
+            if label != NO_RELATION:
+                doc.relations.append(Relation(head=head.id, tail=tail.id, label=label, score=score))
     for d, doc in zip(docs, results):
         doc.relations.sort(key=lambda r: (int(r.head[1:]), int(r.tail[1:]), r.label))
         if d.warnings:
             doc.meta["warnings"] = d.warnings
     return results
 
+
+def predict_documents(docs: Sequence[Document], tokenizer, spec: ModelSpec, backend: Backend,
+                      batch_size: int = 32) -> List[Document]:
+    """Predictions for (gold) documents, keeping their ids: evaluation, export gate and bench use it."""
+    return predict([d.text for d in docs], tokenizer, spec, backend, batch_size=batch_size,
+                   doc_ids=[d.id for d in docs])

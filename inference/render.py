@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import html
-from typing import Sequence
+from typing import Optional, Sequence
 
+from .scheme import Scheme, builtin_scheme
 from .schema import Document
-
-COLORS = {"BASE": "#f4a261", "FORCE": "#8ecae6", "OPERATION": "#e76f51", "LOCATION": "#90be6d"}
 STYLE = """
 body{font-family:'Noto Naskh Arabic','Amiri','Segoe UI',Tahoma,sans-serif;max-width:60rem;margin:2rem auto;
 line-height:2.1;background:#fafafa;color:#222}
@@ -19,13 +18,13 @@ table{border-collapse:collapse;font-size:.9em;margin-top:.5rem}td,th{border:1px 
 """
 
 
-def _highlight(doc: Document) -> str:
+def _highlight(doc: Document, scheme: Scheme) -> str:
     out, pos = [], 0
     for e in sorted(doc.entities, key=lambda e: e.start):
         out.append(html.escape(doc.text[pos:e.start]))
         score = f" {e.score:.2f}" if e.score is not None else ""
         out.append(f'<mark class="ent ent-{e.label}" data-label="{e.label}" data-id="{e.id}" '
-                   f'style="background:{COLORS.get(e.label, "#ddd")}" title="{e.label}{score}">'
+                   f'style="background:{scheme.color(e.label)}" title="{e.label}{score}">'
                    f'{html.escape(doc.text[e.start:e.end])}<sub>{e.id} {e.label}</sub></mark>')
         pos = e.end
     out.append(html.escape(doc.text[pos:]))
@@ -43,9 +42,12 @@ def _relations(doc: Document) -> str:
     return f"<table><tr><th>الرأس</th><th>العلاقة</th><th>الذيل</th><th>الثقة</th></tr>{rows}</table>"
 
 
-def render_html(docs: Sequence[Document], title: str = "رصد") -> str:
-    legend = "".join(f'<span style="background:{c}">{lab}</span>' for lab, c in COLORS.items())
-    body = "".join(f"<article><div class='meta'>{html.escape(d.id)}</div><p>{_highlight(d)}</p>{_relations(d)}"
+def render_html(docs: Sequence[Document], title: str = "رصد", scheme: Optional[Scheme] = None) -> str:
+    """The page for `docs`; colours and legend come from the model's scheme (built-in by default)."""
+    scheme = scheme or builtin_scheme()
+    legend = "".join(f'<span style="background:{scheme.color(lab)}">{lab}</span>' for lab in scheme.entities)
+    body = "".join(f"<article><div class='meta'>{html.escape(d.id)}</div><p>{_highlight(d, scheme)}</p>"
+                   f"{_relations(d)}"
                    f"</article>" for d in docs)
     return (f"<!DOCTYPE html><html lang='ar' dir='rtl'><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"

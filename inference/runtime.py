@@ -14,18 +14,26 @@ from typing import Dict, Optional
 import numpy as np
 import onnxruntime as ort
 
+from .backend import ModelFilesError
 from .onnx_spec import ENCODER, RELATION
 
 
-class ModelFormatError(RuntimeError):
-    """The files of a model do not match what this version of rasd expects."""
+class ModelFormatError(ModelFilesError):
+    """The graphs of a model do not match what this version of rasd expects."""
+
+
+def default_threads() -> int:
+    """The cores this process may run on (respects taskset and container CPU sets), not every core of the host."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _session(path: str, threads: Optional[int]) -> ort.InferenceSession:
     opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
+    opts.intra_op_num_threads = threads or default_threads()
+    opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
         return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
@@ -57,6 +65,8 @@ class OnnxBackend:
     def _feed(graph: dict, arrays: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         feed = {}
         for name, (dtype, axes) in graph["inputs"].items():
+            if name not in arrays:
+                raise ValueError(f"no value for the graph input {name!r}")
             a = np.ascontiguousarray(arrays[name])
             if a.dtype != np.dtype(dtype):
                 a = a.astype(dtype)
@@ -70,8 +80,7 @@ class OnnxBackend:
             ENCODER, {"input_ids": input_ids, "attention_mask": attention_mask}))
         return logits, hidden
 
-    def relate(self, hidden, pair_batch, head_span, tail_span, head_type, tail_type, distance_bucket):
-        (logits,) = self.relation.run(list(RELATION["outputs"]), self._feed(RELATION, {
-            "hidden_states": hidden, "pair_batch": pair_batch, "head_span": head_span, "tail_span": tail_span,
-            "head_type": head_type, "tail_type": tail_type, "distance_bucket": distance_bucket}))
+    def relate(self, hidden_states, pairs: Dict[str, np.ndarray]):
+        (logits,) = self.relation.run(list(RELATION["outputs"]),
+                                      self._feed(RELATION, {"hidden_states": hidden_states, **pairs}))
         return logits

@@ -1,45 +1,29 @@
-"""The annotation scheme (shared/ANNOTATION.md v1) as code: labels, relation
-type constraints, document dataclasses, JSONL reading and validation.
+"""Documents of the annotation scheme: the Entity/Relation/Document
+dataclasses, JSONL reading and validation against a Scheme.
 
 Everything that reads or writes documents goes through this module, so the
 corpus, the training features, the evaluation and the service agree on one
-definition. A new entity label is one line in ENTITY_LABELS plus data.
+definition. Labels come from a `Scheme` (rasd.scheme), never from globals:
+validation checks a document against the scheme it is given, the built-in
+military scheme by default.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Dict, FrozenSet, Iterable, Iterator, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
+from .scheme import Scheme, builtin_scheme
 from .text import paragraph_index, span_is_word_aligned
 
-SCHEME_VERSION = 1
-ENTITY_LABELS: Tuple[str, ...] = ("BASE", "FORCE", "OPERATION", "LOCATION")
-# relation label -> (allowed head labels, allowed tail labels)
-RELATION_TYPES: Dict[str, Tuple[FrozenSet[str], FrozenSet[str]]] = {
-    "WITHDREW_FROM": (frozenset({"FORCE"}), frozenset({"BASE", "LOCATION"})),
-    "HANDED_TO": (frozenset({"BASE", "LOCATION"}), frozenset({"FORCE"})),
-}
-RELATION_LABELS: Tuple[str, ...] = tuple(RELATION_TYPES)
-NO_RELATION = "NONE"
+SCORE_DECIMALS = 4  # scores are rounded when serialised, never before
 
 
-def bio_tags(labels: Iterable[str] = ENTITY_LABELS) -> List[str]:
-    """IOB2 tag inventory: O first, then B-/I- per label (stable ids)."""
-    tags = ["O"]
-    for lab in labels:
-        tags += [f"B-{lab}", f"I-{lab}"]
-    return tags
-
-
-def relation_allowed(label: str, head_label: str, tail_label: str) -> bool:
-    heads, tails = RELATION_TYPES[label]
-    return head_label in heads and tail_label in tails
-
-
-def pair_is_candidate(head_label: str, tail_label: str) -> bool:
-    """Could any relation label hold from an entity of head_label to tail_label?"""
-    return any(relation_allowed(r, head_label, tail_label) for r in RELATION_TYPES)
+def _serialise(obj) -> dict:
+    out = {k: v for k, v in asdict(obj).items() if v is not None}
+    if "score" in out:
+        out["score"] = round(float(out["score"]), SCORE_DECIMALS)
+    return out
 
 
 @dataclass
@@ -53,7 +37,7 @@ class Entity:
     normalized: Optional[str] = None
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return _serialise(self)
 
 
 @dataclass
@@ -64,7 +48,7 @@ class Relation:
     score: Optional[float] = None
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return _serialise(self)
 
 
 @dataclass
@@ -113,12 +97,14 @@ class Violation:
         return f"{self.where}{' ' + ids if ids else ''}: {self.message}"
 
 
-def validate_document(d: object, where: str = "<doc>", prediction: bool = False) -> List[Violation]:
+def validate_document(d: object, where: str = "<doc>", prediction: bool = False,
+                      scheme: Optional[Scheme] = None) -> List[Violation]:
     """Every way `d` breaks the scheme (empty list if none).
 
     prediction=True also requires `score` in 0..1 on entities and relations
     and `text` on entities, as the scheme asks of model outputs.
     """
+    scheme = scheme or builtin_scheme()
     out: List[Violation] = []
 
     def bad(msg: str, item: Optional[str] = None) -> None:
@@ -155,8 +141,8 @@ def validate_document(d: object, where: str = "<doc>", prediction: bool = False)
         elif eid in known:
             bad("duplicate entity id", item)
         s, t, lab = e.get("start"), e.get("end"), e.get("label")
-        if lab not in ENTITY_LABELS:
-            bad(f"unknown label {lab!r} (known: {', '.join(ENTITY_LABELS)})", item)
+        if lab not in scheme.entities:
+            bad(scheme.unknown_entity(lab), item)
             continue
         if not (type(s) is int and type(t) is int and 0 <= s < t <= len(text)):
             bad(f"bad offsets {s}-{t} (text has {len(text)} characters)", item)
@@ -186,13 +172,13 @@ def validate_document(d: object, where: str = "<doc>", prediction: bool = False)
             continue
         h, tl, lab = r.get("head"), r.get("tail"), r.get("label")
         item = f"{h}->{tl}"
-        if lab not in RELATION_TYPES:
-            bad(f"unknown relation {lab!r} (known: {', '.join(RELATION_LABELS)})", item)
+        if lab not in scheme.relations:
+            bad(scheme.unknown_relation(lab), item)
             continue
         if h not in known or tl not in known:
             bad("relation names a missing entity", item)
             continue
-        if not relation_allowed(lab, known[h][2], known[tl][2]):
+        if not scheme.relation_allowed(lab, known[h][2], known[tl][2]):
             bad(f"{lab} between {known[h][2]} and {known[tl][2]}", item)
         if paragraph_index(text, known[h][0]) != paragraph_index(text, known[tl][0]):
             bad("relation crosses paragraphs", item)
@@ -236,7 +222,8 @@ def iter_jsonl(path: str) -> Iterator[Tuple[int, object, Optional[str]]]:
             yield n, None, f"bad JSON: {e.msg} at column {e.colno}"
 
 
-def validate_files(paths: Iterable[str], prediction: bool = False) -> Tuple[List[Violation], int]:
+def validate_files(paths: Iterable[str], prediction: bool = False, scheme: Optional[Scheme] = None
+                   ) -> Tuple[List[Violation], int]:
     """Validate JSONL files; also duplicate document ids and texts across them.
 
     Returns (violations, number of documents read).
@@ -252,7 +239,7 @@ def validate_files(paths: Iterable[str], prediction: bool = False) -> Tuple[List
                 out.append(Violation(where, None, None, err))
                 continue
             n_docs += 1
-            out += validate_document(d, where, prediction=prediction)
+            out += validate_document(d, where, prediction=prediction, scheme=scheme)
             if not isinstance(d, dict):
                 continue
             did, text = d.get("id"), d.get("text")
@@ -269,7 +256,7 @@ def validate_files(paths: Iterable[str], prediction: bool = False) -> Tuple[List
     return out, n_docs
 
 
-def read_documents(path: str) -> List[Document]:
+def read_documents(path: str, scheme: Optional[Scheme] = None) -> List[Document]:
     """Read a JSONL corpus file; raise SchemaError listing every violation."""
     docs, problems = [], []
     for n, d, err in iter_jsonl(path):
@@ -277,7 +264,7 @@ def read_documents(path: str) -> List[Document]:
         if err:
             problems.append(Violation(where, None, None, err))
             continue
-        v = validate_document(d, where)
+        v = validate_document(d, where, scheme=scheme)
         if v:
             problems += v
         else:

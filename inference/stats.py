@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter, defaultdict
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
-from .schema import ENTITY_LABELS, RELATION_LABELS, Document, read_documents
+from .scheme import Scheme, builtin_scheme
+from .schema import Document, read_documents
 from .text import split_words
+from .texture import format_texture, texture
 
 
 def split_stats(docs: Sequence[Document]) -> dict:
@@ -65,27 +67,33 @@ def corpus_files(paths: Sequence[str]) -> Dict[str, str]:
     return files
 
 
-def format_report(paths: Sequence[str], show: int = 40) -> str:
+def format_report(paths: Sequence[str], show: int = 40, scheme: Optional[Scheme] = None) -> str:
+    scheme = scheme or builtin_scheme()
+    entity_labels, relation_labels = scheme.entities, scheme.relation_labels
     files = corpus_files(paths)
-    docs_by = {name: read_documents(path) for name, path in files.items()}
+    docs_by = {name: read_documents(path, scheme) for name, path in files.items()}
     lines = []
-    head = ["split", "docs", "words", *ENTITY_LABELS, *RELATION_LABELS, "events", "theaters"]
+    head = ["split", "docs", "words", *entity_labels, *relation_labels, "events", "theaters"]
     lines.append(" | ".join(head))
     total: List[Document] = []
     for name, docs in docs_by.items():
         st = split_stats(docs)
         total += docs
         lines.append(" | ".join(str(x) for x in [name, st["documents"], st["words"],
-                                                 *(st["entities"].get(l, 0) for l in ENTITY_LABELS),
-                                                 *(st["relations"].get(r, 0) for r in RELATION_LABELS),
+                                                 *(st["entities"].get(l, 0) for l in entity_labels),
+                                                 *(st["relations"].get(r, 0) for r in relation_labels),
                                                  st["events"], len(st["theaters"])]))
     st = split_stats(total)
     lines.append(" | ".join(str(x) for x in ["all", st["documents"], st["words"],
-                                             *(st["entities"].get(l, 0) for l in ENTITY_LABELS),
-                                             *(st["relations"].get(r, 0) for r in RELATION_LABELS),
+                                             *(st["entities"].get(l, 0) for l in entity_labels),
+                                             *(st["relations"].get(r, 0) for r in relation_labels),
                                              st["events"], len(st["theaters"])]))
     lines.append(f"entities: {sum(st['entities'].values())}, relations: {sum(st['relations'].values())}")
     lines.append("theaters: " + ", ".join(f"{k}={v}" for k, v in sorted(st["theaters"].items())))
+    lines.append("\ntexture (real reports: quotes 37 per 1,000 words, 4.2% of mentions with punctuation inside, "
+                 "10.7% of LOCATIONs opening with a compass word, median 105 words)")
+    for name, docs in [*docs_by.items(), ("all", total)]:
+        lines.append(f"  {name}: {format_texture(texture(docs))}")
     conflicts = label_conflicts(total)
     lines.append(f"\nsame string, different labels: {len(conflicts)}")
     for s, c in sorted(conflicts.items(), key=lambda kv: -sum(kv[1].values()))[:show]:

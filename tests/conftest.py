@@ -11,6 +11,18 @@ from hub_server import hub  # noqa: F401  (the stand-in Hub fixture, for every t
 
 HERE = os.path.dirname(__file__)
 MINI = os.path.join(HERE, "fixtures", "mini.txt")
+SHARED = os.path.abspath(os.path.join(HERE, "..", "..", "shared"))
+
+
+def shared_path(*parts: str) -> str:
+    """A file of ../shared (the scheme's checker, the seeds). CI always has it beside the clone, so there
+    a missing file fails the test; elsewhere (a clone on its own) the test is skipped, saying why."""
+    path = os.path.join(SHARED, *parts)
+    if not os.path.exists(path):
+        if os.environ.get("CI"):
+            pytest.fail(f"{path} is missing: CI must have shared/ beside the repository")
+        pytest.skip(f"{path} not found: shared/ is not beside this clone")
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -36,8 +48,9 @@ def mini_corpus(tmp_path_factory, mini_docs):
 
 TINY_YAML = """
 encoder: {{name: tiny, hidden_size: 32, num_layers: 2, num_heads: 2, intermediate_size: 64, vocab_size: 400}}
-model: {{max_length: 64, stride: 16, relation_hidden_size: 32}}
-train: {{data_dir: {data}, output_dir: {out}, epochs: 40, batch_size: 4, learning_rate: 3e-3,
+data: {{corpus: {data}}}
+model: {{window_length: 64, window_stride: 16, relation_hidden_size: 32}}
+train: {{output_dir: {out}, epochs: 40, batch_size: 4, learning_rate: 3e-3,
         head_learning_rate: 3e-3, eval_every: 20, early_stopping_patience: 0, num_threads: 2}}
 """
 
@@ -62,12 +75,26 @@ def trained_run(tiny_config_path):
 
 @pytest.fixture(scope="session")
 def exported_model(trained_run, mini_corpus, tmp_path_factory):
-    """Directory of the tiny model exported to ONNX with INT8 attempted."""
+    """The tiny model exported to ONNX with INT8 published: its gate is opened wide (tolerance 1.0), so
+    both graph sets exist whatever INT8 does to a 32-wide model."""
     from rasd_train.export import export
     run_dir, _ = trained_run
     out = tmp_path_factory.mktemp("export") / "model"
-    report = export(os.path.join(run_dir, "model"), str(out), quantize=True, data_dir=mini_corpus)
-    assert report["parity"]["passed"], report
+    report = export(os.path.join(run_dir, "model"), str(out), quantize=True, data_dir=mini_corpus,
+                    int8_tolerance=1.0)
+    assert report["parity"]["passed"] and report["int8_published"], report
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def exported_fp32_only(trained_run, mini_corpus, tmp_path_factory):
+    """The same model exported with a gate no INT8 can pass (tolerance below zero): FP32 graphs only."""
+    from rasd_train.export import export
+    run_dir, _ = trained_run
+    out = tmp_path_factory.mktemp("export_fp32") / "model"
+    report = export(os.path.join(run_dir, "model"), str(out), quantize=True, data_dir=mini_corpus,
+                    int8_tolerance=-1.0)
+    assert report["parity"]["passed"] and not report["int8_published"], report
     return str(out)
 
 

@@ -6,11 +6,14 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from rasd.align import SpecialTokens, make_windows, spans_to_word_tags, tokenize_text
-from rasd.decode import candidate_pairs, decode_relation, decode_tags, merge_windows
-from rasd.schema import ENTITY_LABELS, Entity, bio_tags
+from rasd.decode import decode_tags, merge_windows
+from rasd.scheme import builtin_scheme
+from rasd.schema import Entity
 from rasd.text import split_words
 
-TAGS = bio_tags()
+SCHEME = builtin_scheme()
+TAGS = SCHEME.bio_tags()
+ENTITY_LABELS = SCHEME.entities
 WORDS_FOR_VOCAB = ["قاعدة التنف بقاعدة “قسرك” القوات الأمريكية سلّمَت ، (قسد) 15 ٢٠٢١ و الجيش المالي في مدينة الحسكة ."]
 
 
@@ -139,14 +142,3 @@ def test_lenient_iob_and_scores():
     ents = decode_tags(tt, one_hot(["I-FORCE", "I-FORCE", "I-BASE"]), TAGS)
     assert [(e.text, e.label) for e in ents] == [("القوات الأمريكية", "FORCE"), ("قاعدة", "BASE")]
     assert all(0 < e.score <= 1 for e in ents)
-
-
-def test_candidate_pairs_and_relation_masking():
-    text = "القوات قاعدة\nالجيش مدينة"
-    ents = [Entity("T1", 0, 6, "FORCE"), Entity("T2", 7, 12, "BASE"), Entity("T3", 13, 18, "FORCE"),
-            Entity("T4", 19, 24, "LOCATION")]
-    pairs = candidate_pairs(text, ents)
-    assert sorted(pairs) == [(0, 1), (1, 0), (2, 3), (3, 2)]  # same paragraph, type-valid only
-    # FORCE -> BASE cannot be HANDED_TO even if that logit is highest
-    label, p = decode_relation(np.array([0.0, 1.0, 5.0]), "FORCE", "BASE", ["WITHDREW_FROM", "HANDED_TO"])
-    assert label == "WITHDREW_FROM" and 0.5 < p < 1

@@ -71,7 +71,7 @@ def test_long_text_is_read_to_the_end(exported_model):
     ex.backend.tag = lambda ids, mask: (rows.extend(mask.sum(1).tolist()), tag(ids, mask))[1]
     text = " ".join([SENT] * 30)
     doc = ex.extract(text)
-    assert len(rows) >= 4 and max(rows) <= ex.spec.max_length
+    assert len(rows) >= 4 and max(rows) <= ex.spec.window_length
     assert sum(rows) > len(ex.tokenizer.encode(text).ids)  # overlapping windows re-read some tokens
     copy = len(SENT) + 1
     found = {e.start // copy for e in doc.entities}
@@ -82,10 +82,9 @@ def test_long_text_is_read_to_the_end(exported_model):
 
 def test_missing_and_wrong_model_files(exported_copy, tmp_path):
     import os
-    os.remove(os.path.join(exported_copy, "relation.int8.onnx")) if os.path.exists(
-        os.path.join(exported_copy, "relation.int8.onnx")) else os.remove(os.path.join(exported_copy, "relation.onnx"))
-    with pytest.raises(ModelFilesError, match=r"missing file relation"):
-        Extractor.from_pretrained(exported_copy)
+    os.remove(os.path.join(exported_copy, "relation.onnx"))
+    with pytest.raises(ModelFilesError, match=r"missing file relation.onnx"):
+        Extractor.from_pretrained(exported_copy, quantized=False)
     with pytest.raises(ModelFilesError, match="not found"):
         Extractor.from_pretrained(str(tmp_path / "nowhere"))
     with pytest.raises(ModelFilesError, match="manifest"):
@@ -112,6 +111,19 @@ def test_validate_and_stats_commands(mini_corpus, capsys):
     assert main(["stats", mini_corpus]) == 0
     out = capsys.readouterr().out
     assert "train | 8 |" in out and "same string, different labels" in out
+    assert "quotes_per_1000_words=" in out and "locations_compass_pct=" in out
+
+
+def test_validate_with_a_custom_scheme_file(mini_corpus, tmp_path, capsys):
+    import json
+    scheme = {"name": "bases-only", "version": "1", "entities": ["BASE"], "relations": {}}
+    path = tmp_path / "scheme.json"
+    path.write_text(json.dumps(scheme), encoding="utf-8")
+    assert main(["validate", "--scheme", str(path), f"{mini_corpus}/train.jsonl"]) == 1
+    out = capsys.readouterr().out
+    assert "unknown entity label 'FORCE' for scheme 'bases-only' (known: BASE)" in out
+    with pytest.raises(SystemExit, match="scheme file not found"):
+        main(["validate", "--scheme", str(tmp_path / "none.json"), f"{mini_corpus}/train.jsonl"])
 
 
 def test_invalid_utf8_and_lone_surrogates_are_named(exported_model, tmp_path, capsys):

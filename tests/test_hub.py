@@ -11,7 +11,8 @@ import re
 import pytest
 
 from rasd import Extractor
-from rasd.hub import ModelFilesError, push_model, select_graph_files
+from rasd.hub import ModelFilesError, push_model
+from rasd.onnx_spec import graph_files
 
 TEXT = "انسحبت القوات الأمريكية من قاعدة التنف وسلّمتها إلى الحكومة السورية بعد غارات جوية في محافظة دير الزور."
 REPO = "org/rasd-tiny"
@@ -27,12 +28,12 @@ def expected_snapshot(model_dir, *quantized):
     files = manifest_files(model_dir)
     names = {"manifest.json", "rasd_config.json", "tokenizer.json"} | ({"README.md"} & set(files))
     for q in quantized:
-        names |= set(select_graph_files(files, q))
+        names |= set(graph_files(files, q))
     return names
 
 
 def has_int8(model_dir):
-    return select_graph_files(manifest_files(model_dir), True)[0].endswith(".int8.onnx")
+    return graph_files(manifest_files(model_dir), True)[0].endswith(".int8.onnx")
 
 
 def set_offline(monkeypatch, offline: bool):
@@ -50,10 +51,10 @@ def test_download_by_repo_id_fetches_only_needed_files(hub, exported_model):
     snap = ex.model_dir
     assert os.path.basename(snap) == sha and snap.startswith(os.environ["HF_HUB_CACHE"])
     assert set(os.listdir(snap)) == expected_snapshot(exported_model, True)  # no export_report.json, one graph set
-    assert ex.quantized == has_int8(exported_model)
+    assert ex.quantized and has_int8(exported_model)
     assert not any("export_report.json" in k for k in hub.requests)
     # LFS-style graphs: the cache blob is named by the SHA-256 the manifest lists
-    graph = select_graph_files(manifest_files(exported_model), True)[0]
+    graph = graph_files(manifest_files(exported_model), True)[0]
     sha256 = manifest_files(exported_model)[graph]["sha256"]
     assert os.path.basename(os.path.realpath(os.path.join(snap, graph))) == sha256
     assert any(k.startswith("GET /cdn-lfs/") for k in hub.requests) == bool(hub.cdn)  # fetched after the 302
@@ -70,7 +71,7 @@ def test_pinned_revision(hub, exported_copy):
     cfg_path = os.path.join(exported_copy, "rasd_config.json")
     with open(cfg_path, encoding="utf-8") as f:
         cfg = json.load(f)
-    old_stride, cfg["stride"] = cfg["stride"], cfg["stride"] + 1
+    old_stride, cfg["window_stride"] = cfg["window_stride"], cfg["window_stride"] + 1
     with open(cfg_path, "w", encoding="utf-8") as f:
         json.dump(cfg, f)
     man = json.load(open(os.path.join(exported_copy, "manifest.json"), encoding="utf-8"))
@@ -86,11 +87,11 @@ def test_pinned_revision(hub, exported_copy):
     assert second != first and hub.repos[REPO].branches["main"] == second
     hub.add_tag(REPO, "v1", first)
 
-    assert Extractor.from_pretrained(REPO).config["stride"] == old_stride + 1
+    assert Extractor.from_pretrained(REPO).config["window_stride"] == old_stride + 1
     pinned = Extractor.from_pretrained(REPO, revision=first)
-    assert pinned.config["stride"] == old_stride and os.path.basename(pinned.model_dir) == first
-    assert Extractor.from_pretrained(REPO, revision="v1").config["stride"] == old_stride
-    assert Extractor.from_pretrained(REPO, revision="main").config["stride"] == old_stride + 1
+    assert pinned.config["window_stride"] == old_stride and os.path.basename(pinned.model_dir) == first
+    assert Extractor.from_pretrained(REPO, revision="v1").config["window_stride"] == old_stride
+    assert Extractor.from_pretrained(REPO, revision="main").config["window_stride"] == old_stride + 1
 
     for bad in ("no-such-branch", "0" * 40):
         with pytest.raises(ModelFilesError, match=re.escape(bad)):
@@ -110,9 +111,9 @@ def test_offline_reuses_cache_without_requests(hub, exported_model, monkeypatch)
     assert again.extract(TEXT).to_dict() == online.extract(TEXT).to_dict()
     assert Extractor.from_pretrained(REPO, revision=sha).model_dir == online.model_dir
     assert hub.total_requests() == before  # HF_HUB_OFFLINE: not a single request
-    if has_int8(exported_model):  # the FP32 graphs were never fetched
-        with pytest.raises(ModelFilesError, match="not in the local cache"):
-            Extractor.from_pretrained(REPO, quantized=False)
+    assert has_int8(exported_model)
+    with pytest.raises(ModelFilesError, match="not in the local cache"):  # the FP32 graphs were never fetched
+        Extractor.from_pretrained(REPO, quantized=False)
 
     # Online again but the Hub is gone (connection refused): the cache still serves, as does local_files_only.
     set_offline(monkeypatch, False)
@@ -125,7 +126,7 @@ def test_offline_reuses_cache_without_requests(hub, exported_model, monkeypatch)
 def test_corrupt_cache_blob_and_missing_local_file(hub, exported_model, exported_copy):
     hub.add_repo(REPO, exported_model)
     ex = Extractor.from_pretrained(REPO)
-    graph = select_graph_files(manifest_files(exported_model), True)[0]
+    graph = graph_files(manifest_files(exported_model), True)[0]
     blob = os.path.realpath(os.path.join(ex.model_dir, graph))
     os.chmod(blob, 0o644)
     with open(blob, "r+b") as f:
@@ -150,10 +151,10 @@ def test_push_then_load(hub, exported_model, capsys):
     assert set(pushed) == set(manifest_files(exported_model)) | {"manifest.json", ".gitattributes"}
     ex = Extractor.from_pretrained("me/pushed")
     assert ex.extract(TEXT).entities
-    if "README.md" in manifest_files(exported_model):  # the model card travels with the model
-        with open(os.path.join(ex.model_dir, "README.md"), "rb") as a, \
-                open(os.path.join(exported_model, "README.md"), "rb") as b:
-            assert a.read() == b.read()
+    assert "README.md" in manifest_files(exported_model)  # the model card travels with the model
+    with open(os.path.join(ex.model_dir, "README.md"), "rb") as a, \
+            open(os.path.join(exported_model, "README.md"), "rb") as b:
+        assert a.read() == b.read()
     # Pushing the same directory again changes nothing (the Hub reports the files' oids).
     push_model(exported_model, "me/pushed")
     assert hub.repos["me/pushed"].branches["main"] == head
@@ -164,3 +165,24 @@ def test_push_then_load(hub, exported_model, capsys):
     assert main(["push", exported_model, "me/cli-branch", "--branch", "dev"]) == 0
     dev = Extractor.from_pretrained("me/cli-branch", revision="dev")
     assert os.path.basename(dev.model_dir) == hub.repos["me/cli-branch"].branches["dev"]
+
+
+def test_fp32_only_export_downloads_and_serves_fp32(hub, exported_fp32_only):
+    """The export gate refused INT8: the manifest lists no INT8 graph and a default load serves FP32."""
+    assert not has_int8(exported_fp32_only)
+    assert not any(name.endswith(".int8.onnx") for name in os.listdir(exported_fp32_only))
+    hub.add_repo("org/rasd-fp32", exported_fp32_only)
+    ex = Extractor.from_pretrained("org/rasd-fp32")
+    assert not ex.quantized and ex.extract(TEXT).entities
+    assert set(os.listdir(ex.model_dir)) == expected_snapshot(exported_fp32_only, True)
+
+
+def test_other_export_format_is_refused_with_advice(exported_copy):
+    path = os.path.join(exported_copy, "rasd_config.json")
+    with open(path, encoding="utf-8") as f:
+        cfg = json.load(f)
+    cfg["format_version"] = 1
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(cfg, f)
+    with pytest.raises(ModelFilesError, match="export format 1 .*this rasd reads format 2. Re-export"):
+        Extractor(exported_copy, verify=False)

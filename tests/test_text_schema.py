@@ -80,7 +80,7 @@ def test_valid_document_has_no_violations():
 
 
 @pytest.mark.parametrize("doc,needle", [
-    (_bad(entities__0__label="ARMY"), "unknown label"),
+    (_bad(entities__0__label="ARMY"), "unknown entity label 'ARMY' for scheme 'military'"),
     (_bad(entities__0__end=99), "bad offsets"),
     (_bad(entities__0__start=8), "not word-aligned"),
     (_bad(entities__1__end=39), "not word-aligned"),  # ends on the full stop
@@ -144,10 +144,8 @@ def test_document_round_trip():
 
 def test_validate_agrees_with_shared_checker(tmp_path):
     """Our validator and shared/tools/check_corpus.py flag the same broken documents."""
-    import os
-    checker = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tools", "check_corpus.py")
-    if not os.path.exists(checker):
-        pytest.skip("shared/tools/check_corpus.py is not beside the checkout")
+    from conftest import shared_path
+    checker = shared_path("tools", "check_corpus.py")
     docs = [GOOD, _bad(entities__0__start=8), _bad(relations__0__label="HANDED_TO"), _bad(entities__1__start=20)]
     for i, d in enumerate(docs):
         d["id"] = f"d{i}"

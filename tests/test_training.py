@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import rasd
 from rasd.schema import Document, Entity, Relation
 from rasd_train.config import ConfigError, config_from_dict, load_config
 from rasd_train.metrics import score
@@ -16,7 +17,15 @@ CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 @pytest.mark.parametrize("name", sorted(f for f in os.listdir(CONFIGS) if f.endswith(".yaml")))
 def test_shipped_configs_load(name):
     cfg = load_config(os.path.join(CONFIGS, name))
-    assert cfg.model.max_length > cfg.model.stride
+    assert cfg.model.window_length > cfg.model.window_stride
+    assert cfg.data.scheme == "military"
+
+
+def test_renamed_keys_say_where_they_went():
+    with pytest.raises(ConfigError, match="max_length is now model.window_length"):
+        config_from_dict({"model": {"max_length": 128}})
+    with pytest.raises(ConfigError, match="data_dir is now data.corpus"):
+        config_from_dict({"train": {"data_dir": "x"}})
 
 
 def test_unknown_key_is_named(tmp_path):
@@ -83,9 +92,12 @@ def test_save_load_equality(mini_docs, tmp_path, left_context):
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").exists() and not list(tmp_path.glob("*.bin"))
     cfg = json.loads((tmp_path / "config.json").read_text())
-    assert cfg["model_type"] == "rasd" and cfg["relation_labels"] == ["WITHDREW_FROM", "HANDED_TO"]
+    # transformers writes config.json with sorted keys: the class order survives as relation_order
+    assert cfg["model_type"] == "rasd" and cfg["scheme"]["relation_order"] == ["WITHDREW_FROM", "HANDED_TO"]
+    assert cfg["scheme"]["name"] == "military" and cfg["rasd_version"] == rasd.__version__
     assert cfg["id2label"]["1"] == "B-BASE"
     again = RasdModel.from_pretrained(tmp_path).eval()
+    assert again.config.spec().scheme.relation_labels == ("WITHDREW_FROM", "HANDED_TO")
     with torch.no_grad():
         a, b = model(**batch), again(**batch)
     assert torch.allclose(a["tag_logits"], b["tag_logits"], atol=1e-6)
@@ -148,12 +160,51 @@ def test_resume_continues_from_checkpoint(trained_run, tiny_config_path):
     assert steps == list(range(1, 91))  # appended, not restarted
 
 
-def test_parity_compares_decisions_not_rounded_scores():
+def test_parity_compares_decisions_and_unrounded_scores():
     from rasd_train.export import decoded_differences
     a = _doc([(0, 16, "FORCE"), (27, 38, "BASE")], [("T1", "T2", "WITHDREW_FROM")])
     b = _doc([(0, 16, "FORCE"), (27, 38, "BASE")], [("T1", "T2", "WITHDREW_FROM")])
-    a.entities[0].score, b.entities[0].score = 0.6234, 0.6235  # a 1e-6 difference across a rounding boundary
+    a.entities[0].score, b.entities[0].score = 0.62345, 0.623451  # crosses a 4-decimal rounding boundary
     assert decoded_differences([a], [b]) == []
+    b.entities[0].score = 0.7  # the same decision with a different confidence is a parity failure
+    assert decoded_differences([a], [b])[0]["max_score_diff"] > 0.07
     c = _doc([(0, 16, "FORCE"), (27, 38, "LOCATION")], [("T1", "T2", "WITHDREW_FROM")])
     diff = decoded_differences([a], [c])
     assert len(diff) == 1 and diff[0]["onnx_entities"][1] == (27, 38, "LOCATION")
+
+
+def test_config_of_rasd_0_1_still_loads(tmp_path):
+    """A config.json saved before the scheme was data (label lists, no scheme) reads as the military scheme."""
+    from rasd_train.modeling import RasdConfig
+    old = RasdConfig(encoder_config={"model_type": "bert"}).to_dict()
+    del old["scheme"]
+    old.update(entity_labels=["BASE", "FORCE", "OPERATION", "LOCATION"], relation_labels=["WITHDREW_FROM", "HANDED_TO"],
+               relation_types={"WITHDREW_FROM": [["FORCE"], ["BASE", "LOCATION"]],
+                               "HANDED_TO": [["BASE", "LOCATION"], ["FORCE"]]})
+    (tmp_path / "config.json").write_text(json.dumps(old), encoding="utf-8")
+    spec = RasdConfig.from_pretrained(tmp_path).spec()
+    assert spec.scheme.entities == ("BASE", "FORCE", "OPERATION", "LOCATION")
+    assert spec.scheme.relation_allowed("HANDED_TO", "LOCATION", "FORCE")
+
+
+def test_each_candidate_pair_is_trained_once_in_its_serving_window(mini_docs):
+    """Long documents span several windows; featurize places every candidate pair in exactly one,
+    the window rasd.pairs.place_pair picks for serving."""
+    from rasd.align import SpecialTokens, entity_word_ranges, make_windows, tokenize_text
+    from rasd.pairs import candidate_pairs, place_pair
+    from rasd_train.data import featurize
+    tok, model, _ = _tiny_model_and_batch(mini_docs)
+    spec = model.config.spec()
+    spec.window_length, spec.window_stride = 24, 8  # force several windows per document
+    sp = SpecialTokens.from_tokenizer(tok.backend_tokenizer)
+    for doc in mini_docs:
+        feats = featurize(doc, tok.backend_tokenizer, spec, sp)
+        tt = tokenize_text(doc.text, tok.backend_tokenizer)
+        wins = make_windows(tt, sp, 24, 8)
+        ranges = entity_word_ranges(tt.words, doc.entities)
+        placed = [place_pair(wins, ranges[h], ranges[t]) for h, t in candidate_pairs(doc.text, doc.entities,
+                                                                                     spec.scheme)]
+        assert sum(len(f["pairs"]) for f in feats) == sum(p is not None for p in placed)
+        for wi, f in enumerate(feats):
+            assert len(f["pairs"]) == placed.count(wi)
+    assert any(len(featurize(d, tok.backend_tokenizer, spec, sp)) > 1 for d in mini_docs)

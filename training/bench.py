@@ -28,17 +28,17 @@ VARIANTS = ("torch", "onnx-fp32", "onnx-int8", "encoder-int8")
 
 
 def _backend(variant: str, model_dir: str, export_dir: str, threads: int):
-    from rasd.onnx_spec import ENCODER, RELATION
     if variant == "torch":
         import torch
         torch.set_num_threads(threads)
         from .modeling import RasdModel, TorchBackend
         return TorchBackend(RasdModel.from_pretrained(model_dir).eval())
-    from rasd.runtime import OnnxBackend
+    from rasd.backend import load_exported
     int8 = variant != "onnx-fp32"
-    names = (ENCODER["int8_file"], RELATION["int8_file"]) if int8 else (ENCODER["file"], RELATION["file"])
-    paths = [os.path.join(export_dir, n) for n in names]
-    return OnnxBackend(*paths, threads=threads)
+    loaded = load_exported(export_dir, quantized=int8, threads=threads, verify=False)
+    if loaded.quantized != int8:
+        raise RuntimeError(f"{export_dir} has no {'INT8' if int8 else 'FP32'} graphs")
+    return loaded.backend
 
 
 def int8_dir(export_dir: str, scratch: str) -> str:
@@ -47,8 +47,8 @@ def int8_dir(export_dir: str, scratch: str) -> str:
     INT8 graphs that failed the export's F1 gate are not published, but the
     benchmark still measures them, so the table shows what the gate refused.
     """
-    from rasd.onnx_spec import ENCODER
-    if os.path.exists(os.path.join(export_dir, ENCODER["int8_file"])):
+    from rasd.onnx_spec import graph_files
+    if graph_files(os.listdir(export_dir), quantized=True)[0].endswith(".int8.onnx"):
         return export_dir
     from .export import quantize_int8
     shutil.copytree(export_dir, scratch, dirs_exist_ok=True)
@@ -61,17 +61,18 @@ def run_variant(variant: str, model_dir: str, export_dir: str, data_dir: str, th
 
     from rasd import pipeline
     from rasd.align import SpecialTokens, make_windows, tokenize_text
+    from rasd.backend import ModelSpec, read_config
     from rasd.schema import read_documents
     from .metrics import headline, score
-    with open(os.path.join(export_dir, "rasd_config.json"), encoding="utf-8") as f:
-        spec = pipeline.ModelSpec.from_dict(json.load(f))
+    spec = ModelSpec.from_dict(read_config(export_dir))
     tok = Tokenizer.from_file(os.path.join(export_dir, "tokenizer.json"))
-    docs = read_documents(os.path.join(data_dir, "dev.jsonl"))
+    docs = read_documents(os.path.join(data_dir, "dev.jsonl"), spec.scheme)
     if max_docs:
         docs = docs[:max_docs]
     texts = [d.text for d in docs]
     sp = SpecialTokens.from_tokenizer(tok)
-    windows = [w for t in texts for w in make_windows(tokenize_text(t, tok), sp, spec.max_length, spec.stride)]
+    windows = [w for t in texts for w in make_windows(tokenize_text(t, tok), sp, spec.window_length,
+                                                      spec.window_stride)]
     n_tokens = sum(len(w.input_ids) for w in windows)
     backend = _backend(variant, model_dir, export_dir, threads)
     out = {"variant": variant, "documents": len(texts), "tokens": n_tokens, "threads": threads}
@@ -105,7 +106,7 @@ def run_variant(variant: str, model_dir: str, export_dir: str, data_dir: str, th
             "latency_ms_b1_p95": round(1000 * float(np.percentile(lat1, 95)), 1),
             "latency_ms_b32_p50": round(1000 * float(np.percentile(lat32, 50)), 1),
             "latency_ms_b32_p95": round(1000 * float(np.percentile(lat32, 95)), 1),
-            **headline(score(docs, preds)),
+            **headline(score(docs, preds, scheme=spec.scheme)),
         })
     out["peak_rss_mb"] = peak_rss_mb()
     return out

@@ -6,7 +6,7 @@ import json
 import os
 from typing import Optional
 
-from rasd.schema import ENTITY_LABELS
+from rasd.scheme import Scheme, builtin_scheme
 
 TEMPLATE = os.path.join(os.path.dirname(__file__), "templates", "model_card.md")
 ENCODER_NOTES = {
@@ -34,10 +34,11 @@ def render_card(summary: dict, export_report: Optional[dict], model_name: str = 
     cfg = summary.get("config", {})
     enc_name = cfg.get("encoder", {}).get("name", "?")
     test = summary.get("test")
+    scheme = Scheme.from_dict(summary["scheme"]) if summary.get("scheme") else builtin_scheme()
     labels = "\n".join(
         f"| {lab} | {_f(test['strict']['entities'][lab]['precision'])} | {_f(test['strict']['entities'][lab]['recall'])}"
         f" | {_f(test['strict']['entities'][lab]['f1'])} | {test['strict']['entities'][lab]['gold']} |"
-        for lab in ENTITY_LABELS) if test else "| n/a | | | | |"
+        for lab in scheme.entities) if test else "| n/a | | | | |"
     if export_report and export_report.get("parity"):
         p = export_report["parity"]
         lines = ["- ONNX FP32 vs torch: " + ", ".join(f"`{k}` max abs diff {v['max_abs_diff']:.1e}"
@@ -62,8 +63,12 @@ def render_card(summary: dict, export_report: Optional[dict], model_name: str = 
         "date": datetime.date.today().isoformat(), "encoder_name": enc_name,
         "encoder_note": ENCODER_NOTES.get(enc_name, "a pretrained encoder"),
         "parameters": f"{summary.get('parameters', 0):,}",
-        "window_length": cfg.get("model", {}).get("max_length", "?"),
-        "window_stride": cfg.get("model", {}).get("stride", "?"),
+        "window_length": cfg.get("model", {}).get("window_length", "?"),
+        "window_stride": cfg.get("model", {}).get("window_stride", "?"),
+        "scheme_name": f"{scheme.name} v{scheme.version}",
+        "scheme_entities": ", ".join(scheme.entities),
+        "scheme_relations": "; ".join(f"{r} ({'/'.join(sorted(h))} → {'/'.join(sorted(t))})"
+                                      for r, (h, t) in scheme.relations.items()),
         "train_docs": summary.get("train_documents", "?"), "train_windows": summary.get("train_windows", "?"),
         "steps": summary.get("steps", "?"), "best_step": summary.get("best_step", "?"),
         "train_wall_s": summary.get("train_wall_s", "?"), "processes": summary.get("processes", 1),

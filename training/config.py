@@ -26,9 +26,18 @@ class EncoderArgs:
 
 
 @dataclass
+class DataArgs:
+    corpus: str = field(default="data/corpus", metadata={"help": "Folder with train/dev/test.jsonl."})
+    scheme: str = field(default="military", metadata={"help": "The annotation scheme: a built-in name or a "
+                                                             "JSON/YAML scheme file (see rasd.scheme)."})
+    max_train_docs: int = field(default=0, metadata={"help": "Use only the first N training documents (0 = all)."})
+    max_eval_docs: int = field(default=0, metadata={"help": "Use only the first N dev documents (0 = all)."})
+
+
+@dataclass
 class ModelArgs:
-    max_length: int = field(default=256, metadata={"help": "Window length in tokens, specials included."})
-    stride: int = field(default=64, metadata={"help": "Tokens re-read by consecutive windows."})
+    window_length: int = field(default=256, metadata={"help": "Window length in tokens, specials included."})
+    window_stride: int = field(default=64, metadata={"help": "Tokens re-read by consecutive windows."})
     dropout: float = field(default=0.1, metadata={"help": "Dropout before the heads."})
     type_embedding_dim: int = field(default=32, metadata={"help": "Entity type embedding size in the pair head."})
     distance_embedding_dim: int = field(default=16, metadata={"help": "Distance bucket embedding size."})
@@ -41,7 +50,6 @@ class ModelArgs:
 
 @dataclass
 class TrainArgs:
-    data_dir: str = field(default="data/corpus", metadata={"help": "Folder with train/dev/test.jsonl."})
     output_dir: str = field(default="runs/tiny", metadata={"help": "Where the model, metrics and plots go."})
     seed: int = field(default=13, metadata={"help": "Random seed (python, numpy, torch)."})
     epochs: int = field(default=10, metadata={"help": "Maximum passes over the training windows."})
@@ -57,14 +65,13 @@ class TrainArgs:
     eval_every: int = field(default=0, metadata={"help": "Evaluate on dev every N optimizer steps (0 = each epoch)."})
     early_stopping_patience: int = field(default=4, metadata={"help": "Evaluations without dev improvement "
                                                                        "before stopping (0 = never)."})
-    max_train_docs: int = field(default=0, metadata={"help": "Use only the first N training documents (0 = all)."})
-    max_eval_docs: int = field(default=0, metadata={"help": "Use only the first N dev documents (0 = all)."})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch default)."})
 
 
 @dataclass
 class RunConfig:
     encoder: EncoderArgs = field(default_factory=EncoderArgs)
+    data: DataArgs = field(default_factory=DataArgs)
     model: ModelArgs = field(default_factory=ModelArgs)
     train: TrainArgs = field(default_factory=TrainArgs)
 
@@ -76,6 +83,11 @@ class ConfigError(ValueError):
     pass
 
 
+# Keys of rasd 0.1 configs, so an old config gets told where its key went.
+RENAMED = {"max_length": "model.window_length", "stride": "model.window_stride", "data_dir": "data.corpus",
+           "max_train_docs": "data.max_train_docs", "max_eval_docs": "data.max_eval_docs"}
+
+
 def _fill(cls, values: Optional[dict], where: str):
     values = values or {}
     if not isinstance(values, dict):
@@ -83,7 +95,8 @@ def _fill(cls, values: Optional[dict], where: str):
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(known)}")
+        moved = "".join(f"; {k} is now {RENAMED[k]}" for k in unknown if k in RENAMED)
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(known)}{moved}")
     kwargs = {}
     for k, v in values.items():
         default = known[k].default
@@ -105,7 +118,7 @@ def _fill(cls, values: Optional[dict], where: str):
 def config_from_dict(d: dict, where: str = "config") -> RunConfig:
     if not isinstance(d, dict):
         raise ConfigError(f"{where}: expected a mapping at the top level")
-    sections = {"encoder": EncoderArgs, "model": ModelArgs, "train": TrainArgs}
+    sections = {"encoder": EncoderArgs, "data": DataArgs, "model": ModelArgs, "train": TrainArgs}
     unknown = sorted(set(d) - set(sections))
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}; known: {', '.join(sections)}")
@@ -122,13 +135,3 @@ def load_config(path: str, overrides: Optional[dict] = None) -> RunConfig:
             raise ConfigError(f"override {dotted!r} must look like section.key")
         d.setdefault(sec, {})[key] = v
     return config_from_dict(d, path)
-
-
-def help_text() -> str:
-    """All keys with defaults and help, for `rasd train --help-config`."""
-    lines = []
-    for sec, cls in (("encoder", EncoderArgs), ("model", ModelArgs), ("train", TrainArgs)):
-        lines.append(f"{sec}:")
-        for f in dataclasses.fields(cls):
-            lines.append(f"  {f.name} (default {f.default!r}): {f.metadata.get('help', '')}")
-    return "\n".join(lines)

@@ -6,28 +6,28 @@ into words, tokens and windows, so training and serving cannot drift apart.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from datasets import Dataset, DatasetDict
 
-from rasd.align import (IGNORE_INDEX, SpecialTokens, entity_word_range, make_windows, pair_features,
-                        spans_to_word_tags, tokenize_text, window_span)
-from rasd.decode import candidate_pairs
-from rasd.pipeline import ModelSpec
+from rasd.align import IGNORE_INDEX, SpecialTokens, entity_word_ranges, make_windows, spans_to_word_tags, tokenize_text
+from rasd.backend import ModelSpec
+from rasd.pairs import candidate_pairs, pair_row, place_pair, stack_pairs
+from rasd.scheme import Scheme
 from rasd.schema import Document, read_documents
 
 SPLITS = ("train", "dev", "test")
 
 
-def load_corpus(data_dir: str, splits: Sequence[str] = SPLITS) -> DatasetDict:
-    """The corpus splits as a DatasetDict, each document validated against the scheme."""
+def load_corpus(data_dir: str, splits: Sequence[str] = SPLITS, scheme: Optional[Scheme] = None) -> DatasetDict:
+    """The corpus splits as a DatasetDict, each document validated against the scheme (built-in by default)."""
     out = {}
     for split in splits:
         path = os.path.join(data_dir, f"{split}.jsonl")
         if not os.path.exists(path):
             raise FileNotFoundError(f"corpus split {split!r} not found: {path}")
-        docs = read_documents(path)
+        docs = read_documents(path, scheme)
         out[split] = Dataset.from_list([_flat(d) for d in docs])
     return DatasetDict(out)
 
@@ -47,55 +47,53 @@ def documents(ds: Dataset) -> List[Document]:
 
 
 def featurize(doc: Document, tokenizer, spec: ModelSpec, specials: SpecialTokens) -> List[dict]:
-    """One training example per window: token ids, token tags, candidate pairs.
+    """One training example per window: token ids, token tags, and the candidate pairs placed in it.
 
-    Tags go on each word's first sub-token (others -100). Pairs are every
-    type-valid ordered pair in one paragraph whose two entities both lie in
-    the window; pairs without a gold relation are the negatives (class 0).
+    Tags go on each word's first sub-token (others -100). Candidate pairs
+    are every type-valid ordered pair in one paragraph; each is placed in one
+    window by rasd.pairs.place_pair, the service's rule. Pairs without a gold
+    relation are the negatives (class 0).
     """
     tag2id = {t: i for i, t in enumerate(spec.id2tag)}
-    rel2id = {r: i + 1 for i, r in enumerate(spec.relation_labels)}
+    rel2id = {r: i + 1 for i, r in enumerate(spec.scheme.relation_labels)}
     tt = tokenize_text(doc.text, tokenizer)
     word_tags = spans_to_word_tags(tt.words, doc.entities)
-    ranges = [entity_word_range(tt.words, e) for e in doc.entities]
+    ranges = entity_word_ranges(tt.words, doc.entities)
     gold = {(r.head, r.tail): rel2id[r.label] for r in doc.relations}
-    pairs = candidate_pairs(doc.text, doc.entities)
-    label_index = {lab: k for k, lab in enumerate(spec.entity_labels)}
+    windows = make_windows(tt, specials, spec.window_length, spec.window_stride)
     feats = []
-    for win in make_windows(tt, specials, spec.max_length, spec.stride):
+    for win in windows:
         labels = [IGNORE_INDEX] * len(win.input_ids)
         for w, pos in win.word_token.items():
             labels[pos] = tag2id[word_tags[w]]
-        pf, pl = [], []
-        for h, t in pairs:
-            hs, ts = window_span(win, ranges[h]), window_span(win, ranges[t])
-            if hs is None or ts is None:
-                continue
-            he, te = doc.entities[h], doc.entities[t]
-            pf.append(pair_features(hs, ts, label_index[he.label], label_index[te.label]))
-            pl.append(gold.get((he.id, te.id), 0))
-        feats.append({"input_ids": win.input_ids, "labels": labels, "pairs": pf, "pair_labels": pl})
+        feats.append({"input_ids": win.input_ids, "labels": labels, "pairs": [], "pair_labels": []})
+    for h, t in candidate_pairs(doc.text, doc.entities, spec.scheme):
+        wi = place_pair(windows, ranges[h], ranges[t])
+        if wi is None:
+            continue  # never in one window: the service cannot score it either
+        he, te = doc.entities[h], doc.entities[t]
+        feats[wi]["pairs"].append(pair_row(windows[wi], ranges[h], ranges[t], spec.scheme.entity_index(he.label),
+                                           spec.scheme.entity_index(te.label)))
+        feats[wi]["pair_labels"].append(gold.get((he.id, te.id), 0))
     return feats
 
 
-def collate(batch: List[dict], pad_id: int) -> Dict[str, torch.Tensor]:
+def collate(batch: List[dict], pad_id: int) -> Dict[str, object]:
+    """Padded tensors; `pairs` is the dict of relation-graph inputs the model's relate() takes by name."""
     T = max(len(f["input_ids"]) for f in batch)
     B = len(batch)
     ids = torch.full((B, T), pad_id, dtype=torch.long)
     mask = torch.zeros((B, T), dtype=torch.long)
     labels = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
-    pb, feats, plabels = [], [], []
+    rows, batch_rows, plabels = [], [], []
     for i, f in enumerate(batch):
         n = len(f["input_ids"])
         ids[i, :n] = torch.tensor(f["input_ids"])
         mask[i, :n] = 1
         labels[i, :n] = torch.tensor(f["labels"])
-        for p, lab in zip(f["pairs"], f["pair_labels"]):
-            pb.append(i)
-            feats.append(p)
-            plabels.append(lab)
-    pf = torch.tensor(feats, dtype=torch.long).reshape(-1, 7)
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels,
-            "pair_batch": torch.tensor(pb, dtype=torch.long), "head_span": pf[:, 0:2], "tail_span": pf[:, 2:4],
-            "head_type": pf[:, 4], "tail_type": pf[:, 5], "distance_bucket": pf[:, 6],
+        rows += f["pairs"]
+        batch_rows += [i] * len(f["pairs"])
+        plabels += f["pair_labels"]
+    pairs = {k: torch.from_numpy(v) for k, v in stack_pairs(rows, batch_rows).items()}
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "pairs": pairs,
             "pair_labels": torch.tensor(plabels, dtype=torch.long)}

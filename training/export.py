@@ -27,12 +27,14 @@ import numpy as np
 import torch
 from torch import nn
 
+import rasd
 from rasd import pipeline
+from rasd.backend import load_exported
 from rasd.hub import sha256_file
 from rasd.onnx_spec import (CONFIG_FILE, ENCODER, FORMAT_VERSION, MANIFEST_FILE, RELATION, TOKENIZER_FILE,
                             dynamic_axes)
-from rasd.runtime import OnnxBackend
-from rasd.schema import RELATION_TYPES, SCHEME_VERSION, Document, read_documents
+from rasd.pairs import PAIR_INPUTS
+from rasd.schema import Document, read_documents
 
 from .metrics import headline, score
 from .modeling import RasdModel, TorchBackend
@@ -54,13 +56,14 @@ class EncoderGraph(nn.Module):
 
 
 class RelationGraph(nn.Module):
+    """The relation head with positional inputs in onnx_spec.RELATION's order, passed on by name."""
+
     def __init__(self, model: RasdModel):
         super().__init__()
         self.model = model
 
-    def forward(self, hidden_states, pair_batch, head_span, tail_span, head_type, tail_type, distance_bucket):
-        return self.model.relate(hidden_states, pair_batch, head_span, tail_span, head_type, tail_type,
-                                 distance_bucket)
+    def forward(self, hidden_states, *pairs):
+        return self.model.relate(hidden_states, **dict(zip(PAIR_INPUTS, pairs)))
 
 
 class GateFailure(RuntimeError):
@@ -77,14 +80,17 @@ def _export(module: nn.Module, args: tuple, graph: dict, path: str) -> None:
 def export_graphs(model: RasdModel, tokenizer, out_dir: str) -> None:
     model.eval()
     spec = model.config.spec()
-    batch = pipeline.pad_rows([tokenizer.backend_tokenizer.encode(t).ids[:spec.max_length] for t in SAMPLE_TEXTS],
-                          0)
+    batch = pipeline.pad_rows([tokenizer.backend_tokenizer.encode(t).ids[:spec.window_length] for t in SAMPLE_TEXTS],
+                              0)
     ids, mask = (torch.as_tensor(a) for a in batch)
     with torch.no_grad():
         _, hidden = model.encode(ids, mask)
     _export(EncoderGraph(model), (ids, mask), ENCODER, os.path.join(out_dir, ENCODER["file"]))
-    pairs = (torch.tensor([0, 1, 1]), torch.tensor([[1, 3], [2, 4], [1, 2]]), torch.tensor([[4, 6], [1, 2], [5, 7]]),
-             torch.tensor([1, 0, 2]), torch.tensor([0, 1, 3]), torch.tensor([2, 0, 5]))
+    n_types = len(spec.scheme.entities)
+    example = {"pair_batch": [0, 1, 1], "head_span": [[1, 3], [2, 4], [1, 2]], "tail_span": [[4, 6], [1, 2], [5, 7]],
+               "head_type": [1 % n_types, 0, 2 % n_types], "tail_type": [0, 1 % n_types, 3 % n_types],
+               "distance_bucket": [2, 0, 5]}
+    pairs = tuple(torch.tensor(example[name]) for name in PAIR_INPUTS)
     _export(RelationGraph(model), (hidden,) + pairs, RELATION, os.path.join(out_dir, RELATION["file"]))
 
 
@@ -111,23 +117,24 @@ def _outputs(backend, tokenizer, spec, texts):
     """Raw logits on the texts' first windows plus all decoded predictions."""
     from rasd.align import SpecialTokens, make_windows, tokenize_text
     sp = SpecialTokens.from_tokenizer(tokenizer)
-    rows = [make_windows(tokenize_text(t, tokenizer), sp, spec.max_length, spec.stride)[0].input_ids for t in texts]
+    rows = [make_windows(tokenize_text(t, tokenizer), sp, spec.window_length, spec.window_stride)[0].input_ids
+            for t in texts]
     ids, mask = pipeline.pad_rows(rows, sp.pad_id)
     logits, hidden = backend.tag(ids, mask)
     n = min(len(texts), 3)
-    pairs = (np.arange(n), np.tile([[1, 2]], (n, 1)), np.tile([[3, 5]], (n, 1)), np.zeros(n, np.int64),
-             np.ones(n, np.int64), np.full(n, 2))
-    rel = backend.relate(hidden, *pairs)
+    pairs = {"pair_batch": np.arange(n), "head_span": np.tile([[1, 2]], (n, 1)), "tail_span": np.tile([[3, 5]], (n, 1)),
+             "head_type": np.zeros(n, np.int64), "tail_type": np.ones(n, np.int64) % len(spec.scheme.entities),
+             "distance_bucket": np.full(n, 2)}
+    rel = backend.relate(hidden, pairs)
     preds = pipeline.predict(texts, tokenizer, spec, backend)
     return {"tag_logits": np.asarray(logits) * mask[..., None], "relation_logits": np.asarray(rel)}, preds
 
 
-def decoded_differences(ref: List[Document], got: List[Document]) -> List[dict]:
-    """Documents whose spans, labels or relations differ.
+SCORE_ATOL = 1e-3  # decoded scores are unrounded floats; ONNX and torch agree far closer than this
 
-    Scores are not compared: they are rounded to 4 decimals, and a 1e-6
-    difference can cross a rounding boundary without any decision changing.
-    """
+
+def decoded_differences(ref: List[Document], got: List[Document], score_atol: float = SCORE_ATOL) -> List[dict]:
+    """Documents whose spans, labels or relations differ, or whose scores differ by more than score_atol."""
     out = []
     for i, (a, b) in enumerate(zip(ref, got)):
         ea, eb = [(e.start, e.end, e.label) for e in a.entities], [(e.start, e.end, e.label) for e in b.entities]
@@ -135,6 +142,12 @@ def decoded_differences(ref: List[Document], got: List[Document]) -> List[dict]:
         if ea != eb or ra != rb:
             out.append({"text": i, "torch_entities": ea, "onnx_entities": eb, "torch_relations": ra,
                         "onnx_relations": rb})
+            continue
+        sa = [x.score or 0.0 for x in a.entities + a.relations]
+        sb = [x.score or 0.0 for x in b.entities + b.relations]
+        worst = max((abs(x - y) for x, y in zip(sa, sb)), default=0.0)
+        if worst > score_atol:
+            out.append({"text": i, "max_score_diff": worst})
     return out
 
 
@@ -143,7 +156,7 @@ def parity_report(model, tokenizer, out_dir: str, texts: List[str], atol: float 
     spec = model.config.spec()
     tok = tokenizer.backend_tokenizer
     ref, ref_preds = _outputs(TorchBackend(model), tok, spec, texts)
-    onnx = OnnxBackend(os.path.join(out_dir, ENCODER["file"]), os.path.join(out_dir, RELATION["file"]))
+    onnx = load_exported(out_dir, quantized=False, verify=False).backend
     got, got_preds = _outputs(onnx, tok, spec, texts)
     report = {"texts": len(texts), "outputs": {}, "decoded_identical": True, "differences": []}
     for name in ref:
@@ -159,22 +172,23 @@ def parity_report(model, tokenizer, out_dir: str, texts: List[str], atol: float 
 INT8_GATE_BATCH_SIZES = (1, 16, 32)
 
 
-def onnx_f1(out_dir: str, tokenizer, spec, docs: List[Document], int8: bool, batch_size: int = 16) -> dict:
-    g = (ENCODER["int8_file"], RELATION["int8_file"]) if int8 else (ENCODER["file"], RELATION["file"])
-    backend = OnnxBackend(*(os.path.join(out_dir, f) for f in g))
-    preds = pipeline.predict([d.text for d in docs], tokenizer.backend_tokenizer, spec, backend,
-                             batch_size=batch_size, doc_ids=[d.id for d in docs])
-    return headline(score(docs, preds))
+def onnx_f1(out_dir: str, docs: List[Document], int8: bool, batch_size: int = 16) -> dict:
+    """F1 of the ONNX graphs in out_dir (loaded the way the service loads them) on gold documents."""
+    m = load_exported(out_dir, quantized=int8, verify=False)
+    if m.quantized != int8:
+        raise GateFailure(f"{out_dir}: no {'INT8' if int8 else 'FP32'} graphs to gate")
+    preds = pipeline.predict_documents(docs, m.tokenizer, m.spec, m.backend, batch_size=batch_size)
+    return headline(score(docs, preds, scheme=m.spec.scheme))
 
 
-def int8_worst_f1(out_dir: str, tokenizer, spec, docs: List[Document]) -> dict:
+def int8_worst_f1(out_dir: str, docs: List[Document]) -> dict:
     """INT8 F1 at several batch sizes, and the worst of each metric.
 
     Dynamic quantisation picks activation ranges per batch, so INT8 results
     depend on which windows share a batch; the gate must hold for all the
     batch sizes a service is likely to use, not just one.
     """
-    per = {b: onnx_f1(out_dir, tokenizer, spec, docs, int8=True, batch_size=b) for b in INT8_GATE_BATCH_SIZES}
+    per = {b: onnx_f1(out_dir, docs, int8=True, batch_size=b) for b in INT8_GATE_BATCH_SIZES}
     worst = {k: min(m[k] for m in per.values()) for k in next(iter(per.values()))}
     return {"worst": worst, "by_batch_size": per}
 
@@ -191,8 +205,12 @@ def write_manifest(out_dir: str) -> None:
 
 
 def export(model_dir: str, out_dir: str, quantize: bool = False, data_dir: Optional[str] = None,
-           max_eval_docs: int = 0, card_metrics: Optional[dict] = None) -> dict:
-    """Export, gate, publish. Returns the gate report; raises GateFailure."""
+           max_eval_docs: int = 0, card_metrics: Optional[dict] = None,
+           int8_tolerance: float = INT8_TOLERANCE) -> dict:
+    """Export, gate, publish. Returns the gate report; raises GateFailure.
+
+    int8_tolerance: the largest F1 drop (absolute) INT8 may show and still be published.
+    """
     from transformers import AutoTokenizer
     t0 = time.time()
     model = RasdModel.from_pretrained(model_dir).eval()
@@ -200,7 +218,7 @@ def export(model_dir: str, out_dir: str, quantize: bool = False, data_dir: Optio
     spec = model.config.spec()
     dev: List[Document] = []
     if data_dir and os.path.exists(os.path.join(data_dir, "dev.jsonl")):
-        dev = read_documents(os.path.join(data_dir, "dev.jsonl"))
+        dev = read_documents(os.path.join(data_dir, "dev.jsonl"), spec.scheme)
         if max_eval_docs:
             dev = dev[:max_eval_docs]
     sample = [d.text for d in dev[:32]] or SAMPLE_TEXTS
@@ -210,8 +228,7 @@ def export(model_dir: str, out_dir: str, quantize: bool = False, data_dir: Optio
     with tempfile.TemporaryDirectory(dir=parent, prefix=".export-") as tmp:
         export_graphs(model, tokenizer, tmp)
         tokenizer.backend_tokenizer.save(os.path.join(tmp, TOKENIZER_FILE))
-        cfg = {"format_version": FORMAT_VERSION, "scheme_version": SCHEME_VERSION, **spec.to_dict(),
-               "relation_types": {k: [sorted(h), sorted(t)] for k, (h, t) in RELATION_TYPES.items()},
+        cfg = {"format_version": FORMAT_VERSION, "rasd_version": rasd.__version__, **spec.to_dict(),
                "encoder_name": model.config.encoder_name, "hidden_size": model.config.encoder_hf_config().hidden_size}
         with open(os.path.join(tmp, CONFIG_FILE), "w", encoding="utf-8") as f:
             json.dump(cfg, f, ensure_ascii=False, indent=1)
@@ -219,16 +236,16 @@ def export(model_dir: str, out_dir: str, quantize: bool = False, data_dir: Optio
         if not report["parity"]["passed"]:
             raise GateFailure("ONNX FP32 differs from torch: " + json.dumps(report["parity"], ensure_ascii=False))
         if dev:
-            report["fp32_dev"] = onnx_f1(tmp, tokenizer, spec, dev, int8=False)
+            report["fp32_dev"] = onnx_f1(tmp, dev, int8=False)
         if quantize:
             quantize_int8(tmp)
             if dev:
-                int8 = int8_worst_f1(tmp, tokenizer, spec, dev)
+                int8 = int8_worst_f1(tmp, dev)
                 report["int8_dev"] = int8["worst"]
                 report["int8_dev_by_batch_size"] = int8["by_batch_size"]
                 drops = {k: report["fp32_dev"][k] - report["int8_dev"][k] for k in ("entity_f1", "relation_f1")}
                 report["int8_drop"] = drops
-                report["int8_published"] = all(v <= INT8_TOLERANCE for v in drops.values())
+                report["int8_published"] = all(v <= int8_tolerance for v in drops.values())
             else:
                 report["int8_published"] = False
                 report["int8_note"] = "no dev split given, so INT8 could not be gated"

@@ -6,10 +6,11 @@ it on ONNX predictions too.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from rasd.align import spans_to_word_tags
-from rasd.schema import ENTITY_LABELS, RELATION_LABELS, Document
+from rasd.scheme import Scheme, builtin_scheme
+from rasd.schema import Document
 from rasd.text import split_words
 
 
@@ -46,7 +47,10 @@ def match_entities(gold, pred, strict: bool) -> Dict[int, int]:
 
 
 def score(gold_docs: Sequence[Document], pred_docs: Sequence[Document],
-          labels: Sequence[str] = ENTITY_LABELS, relation_labels: Sequence[str] = RELATION_LABELS) -> dict:
+          scheme: Optional[Scheme] = None) -> dict:
+    """Strict and partial P/R/F1 per label of `scheme` (the built-in one by default), seqeval and confusion."""
+    scheme = scheme or builtin_scheme()
+    labels, relation_labels = scheme.entities, scheme.relation_labels
     if len(gold_docs) != len(pred_docs):
         raise ValueError(f"{len(gold_docs)} gold documents but {len(pred_docs)} predictions")
     out = {}

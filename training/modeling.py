@@ -1,9 +1,9 @@
 """The joint model: one encoder pass feeds an IOB2 tagger and a span-pair
 relation classifier (in the spirit of PURE's pooled span states).
 
-RasdConfig carries everything needed to rebuild and decode the model (label
-maps, relation type constraints, window/stride, the encoder's own config),
-so a saved directory is self-describing and needs no Hub access to load.
+RasdConfig carries everything needed to rebuild and decode the model (the
+scheme, the tag map, window/stride, the encoder's own config), so a saved
+directory is self-describing and needs no Hub access to load.
 """
 from __future__ import annotations
 
@@ -13,24 +13,26 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 
-from rasd.align import DISTANCE_BUCKETS
-from rasd.pipeline import ModelSpec
-from rasd.schema import ENTITY_LABELS, RELATION_LABELS, RELATION_TYPES, bio_tags
+import rasd
+from rasd.backend import ModelSpec
+from rasd.pairs import DISTANCE_BUCKETS
+from rasd.scheme import Scheme, builtin_scheme
 
 
 class RasdConfig(PretrainedConfig):
+    """Everything needed to rebuild and decode a model: its scheme (labels and
+    relation constraints), tag map, windowing, head sizes and the encoder's
+    own config. Saved as config.json with the rasd version that wrote it."""
     model_type = "rasd"
 
-    def __init__(self, encoder_config: Optional[dict] = None, entity_labels: Optional[List[str]] = None,
-                 relation_labels: Optional[List[str]] = None, relation_types: Optional[Dict[str, list]] = None,
+    def __init__(self, encoder_config: Optional[dict] = None, scheme: Optional[dict] = None,
                  window_length: int = 256, window_stride: int = 64, dropout: float = 0.1, type_embedding_dim: int = 32,
                  distance_embedding_dim: int = 16, relation_hidden_size: int = 256,
                  relation_loss_weight: float = 1.0, relation_left_context: int = 0, encoder_name: str = "",
-                 **kwargs):
+                 rasd_version: str = "", **kwargs):
         self.encoder_config = encoder_config or {}
-        self.entity_labels = list(entity_labels or ENTITY_LABELS)
-        self.relation_labels = list(relation_labels or RELATION_LABELS)
-        self.relation_types = relation_types or {k: [sorted(h), sorted(t)] for k, (h, t) in RELATION_TYPES.items()}
+        self.scheme = scheme if scheme is not None else _legacy_scheme(kwargs)
+        self.rasd_version = rasd_version or rasd.__version__
         # Not `max_length`: transformers reserves that name for generation.
         self.window_length = window_length
         self.window_stride = window_stride
@@ -44,22 +46,36 @@ class RasdConfig(PretrainedConfig):
         # (the default, so checkpoints saved without this field still load).
         self.relation_left_context = relation_left_context
         self.encoder_name = encoder_name
-        tags = bio_tags(self.entity_labels)
+        tags = self.scheme_obj().bio_tags()
         kwargs.setdefault("id2label", {i: t for i, t in enumerate(tags)})
         kwargs.setdefault("label2id", {t: i for i, t in enumerate(tags)})
         super().__init__(**kwargs)
+
+    def scheme_obj(self) -> Scheme:
+        return Scheme.from_dict(self.scheme, where="config.json scheme")
 
     @property
     def tags(self) -> List[str]:
         return [self.id2label[i] for i in range(len(self.id2label))]
 
     def spec(self) -> ModelSpec:
-        return ModelSpec(entity_labels=self.entity_labels, id2tag=self.tags, relation_labels=self.relation_labels,
-                         max_length=self.window_length, stride=self.window_stride)
+        return ModelSpec(scheme=self.scheme_obj(), id2tag=self.tags, window_length=self.window_length,
+                         window_stride=self.window_stride)
 
     def encoder_hf_config(self):
         cfg = dict(self.encoder_config)
         return AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+
+
+def _legacy_scheme(kwargs: dict) -> dict:
+    """The scheme of a config.json written by rasd 0.1 (label lists, no scheme), or the built-in one."""
+    ents = kwargs.pop("entity_labels", None)
+    rels = kwargs.pop("relation_labels", None)
+    types = kwargs.pop("relation_types", None)
+    if ents is None:
+        return builtin_scheme().to_dict()
+    return {"name": "military", "version": "1", "entities": list(ents),
+            "relations": {r: {"head": list(types[r][0]), "tail": list(types[r][1])} for r in rels}}
 
 
 def _span_mean(flat_hidden: torch.Tensor, row_start: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor
@@ -93,13 +109,14 @@ class RasdModel(PreTrainedModel):
         h = enc_cfg.hidden_size
         self.dropout = nn.Dropout(config.dropout)
         self.tagger = nn.Linear(h, len(config.id2label))
-        self.type_embedding = nn.Embedding(len(config.entity_labels), config.type_embedding_dim)
+        scheme = config.scheme_obj()
+        self.type_embedding = nn.Embedding(len(scheme.entities), config.type_embedding_dim)
         self.distance_embedding = nn.Embedding(len(DISTANCE_BUCKETS), config.distance_embedding_dim)
         n_pooled = 4 if config.relation_left_context > 0 else 3
         pair_in = n_pooled * h + 2 * config.type_embedding_dim + config.distance_embedding_dim
         self.pair_mlp = nn.Sequential(nn.Linear(pair_in, config.relation_hidden_size), nn.GELU(),
                                       nn.Dropout(config.dropout),
-                                      nn.Linear(config.relation_hidden_size, 1 + len(config.relation_labels)))
+                                      nn.Linear(config.relation_hidden_size, 1 + len(scheme.relation_labels)))
         self.post_init()
 
     def _init_weights(self, module):
@@ -134,10 +151,12 @@ class RasdModel(PreTrainedModel):
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return self.tagger(self.dropout(hidden)), hidden
 
-    def relate(self, hidden, pair_batch, head_span, tail_span, head_type, tail_type, distance_bucket):
-        """Logits [P, 1 + n_relations] (class 0 = no relation) for candidate pairs."""
-        flat = hidden.reshape(-1, hidden.shape[-1])
-        row_start = pair_batch * hidden.shape[1]
+    def relate(self, hidden_states, pair_batch, head_span, tail_span, head_type, tail_type, distance_bucket):
+        """Logits [P, 1 + n_relations] (class 0 = no relation) for candidate pairs.
+
+        The arguments are the relation graph's inputs (onnx_spec.RELATION), by name."""
+        flat = hidden_states.reshape(-1, hidden_states.shape[-1])
+        row_start = pair_batch * hidden_states.shape[1]
         head = _span_mean(flat, row_start, head_span[:, 0], head_span[:, 1])
         tail = _span_mean(flat, row_start, tail_span[:, 0], tail_span[:, 1])
         # Context between the two spans, whichever comes first; empty when adjacent.
@@ -152,8 +171,8 @@ class RasdModel(PreTrainedModel):
                                     self.distance_embedding(distance_bucket)], dim=-1)
         return self.pair_mlp(self.dropout(feats))
 
-    def forward(self, input_ids, attention_mask, labels=None, pair_batch=None, head_span=None, tail_span=None,
-                head_type=None, tail_type=None, distance_bucket=None, pair_labels=None, **_):
+    def forward(self, input_ids, attention_mask, labels=None, pairs=None, pair_labels=None, **_):
+        """Training step: `pairs` is the dict of relation-graph inputs (rasd.pairs.PAIR_INPUTS)."""
         tag_logits, hidden = self.encode(input_ids, attention_mask)
         out = {"tag_logits": tag_logits, "hidden": hidden}
         loss = None
@@ -161,8 +180,8 @@ class RasdModel(PreTrainedModel):
             loss = nn.functional.cross_entropy(tag_logits.reshape(-1, tag_logits.shape[-1]).float(),
                                                labels.reshape(-1), ignore_index=-100)
             out["tag_loss"] = loss.detach()
-        if pair_batch is not None and pair_batch.numel() > 0:
-            rel_logits = self.relate(hidden, pair_batch, head_span, tail_span, head_type, tail_type, distance_bucket)
+        if pairs is not None and pairs["pair_batch"].numel() > 0:
+            rel_logits = self.relate(hidden, **pairs)
             out["rel_logits"] = rel_logits
             if pair_labels is not None:
                 rel_loss = nn.functional.cross_entropy(rel_logits.float(), pair_labels)
@@ -199,10 +218,9 @@ class TorchBackend:
         return logits.float().cpu().numpy(), hidden.float().cpu().numpy()
 
     @torch.no_grad()
-    def relate(self, hidden, pair_batch, head_span, tail_span, head_type, tail_type, distance_bucket):
+    def relate(self, hidden_states, pairs):
         self.model.eval()
-        t = lambda a: torch.as_tensor(a, device=self.device)
         dtype = next(self.model.parameters()).dtype
-        out = self.model.relate(t(hidden).to(dtype), t(pair_batch), t(head_span), t(tail_span), t(head_type),
-                                t(tail_type), t(distance_bucket))
+        feats = {k: torch.as_tensor(v, device=self.device) for k, v in pairs.items()}
+        out = self.model.relate(torch.as_tensor(hidden_states, device=self.device).to(dtype), **feats)
         return out.float().cpu().numpy()

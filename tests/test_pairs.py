@@ -1,0 +1,84 @@
+"""Relation pairs: candidates from the scheme, the one window-placement policy
+(shared by training and serving), features keyed by the relation graph's
+input names, and decoding under the scheme's type constraints."""
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rasd.align import Window
+from rasd.onnx_spec import RELATION
+from rasd.pairs import PAIR_INPUTS, candidate_pairs, decode_relation, pair_row, place_pair, stack_pairs
+from rasd.scheme import Scheme, builtin_scheme
+from rasd.schema import Entity
+
+SCHEME = builtin_scheme()
+
+
+def window(ws, we):
+    """A window over words ws..we-1 whose word w sits at token w - ws + 1 (one token per word, [CLS] first)."""
+    win = Window(ws, we, list(range(we - ws + 2)))
+    win.word_token = {w: w - ws + 1 for w in range(ws, we)}
+    win.word_last_token = {w: w - ws + 2 for w in range(ws, we)}
+    return win
+
+
+def test_candidate_pairs_follow_the_scheme_and_paragraphs():
+    text = "القوات قاعدة\nالجيش مدينة"
+    ents = [Entity("T1", 0, 6, "FORCE"), Entity("T2", 7, 12, "BASE"), Entity("T3", 13, 18, "FORCE"),
+            Entity("T4", 19, 24, "LOCATION")]
+    assert sorted(candidate_pairs(text, ents, SCHEME)) == [(0, 1), (1, 0), (2, 3), (3, 2)]
+    only_withdrawal = Scheme.from_dict({"name": "w", "version": "1", "entities": ["FORCE", "BASE", "LOCATION"],
+                                        "relations": {"WITHDREW_FROM": {"head": ["FORCE"], "tail": ["BASE"]}}})
+    assert sorted(candidate_pairs(text, ents, only_withdrawal)) == [(0, 1)]
+
+
+def test_relation_decoding_masks_labels_the_types_do_not_allow():
+    # FORCE -> BASE cannot be HANDED_TO even if that logit is highest
+    label, p = decode_relation(np.array([0.0, 1.0, 5.0]), "FORCE", "BASE", SCHEME)
+    assert label == "WITHDREW_FROM" and 0.5 < p < 1
+    label, p = decode_relation(np.array([3.0, 1.0, 5.0]), "FORCE", "BASE", SCHEME)
+    assert label == "NONE" and p > 0.5
+
+
+def test_pair_is_placed_in_the_most_central_window():
+    wins = [window(0, 10), window(6, 16), window(12, 22)]
+    # words 7 and 9: in windows 0 and 1; margins min(7-0, 10-8, 9-0, 10-10)=0 vs min(1, 8, 3, 6)=1 -> window 1
+    assert place_pair(wins, (7, 8), (9, 10)) == 1
+    assert place_pair(wins, (1, 2), (3, 4)) == 0  # only window 0 holds both
+    assert place_pair(wins, (1, 2), (20, 21)) is None  # never together
+    # a tie goes to the earlier window
+    assert place_pair([window(0, 10), window(0, 10)], (4, 5), (5, 6)) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(1, 3), st.data())
+def test_placement_is_central_and_holds_both(n_words, size, width, data):
+    step = max(1, size // 2)
+    wins = [window(s, min(s + size, n_words)) for s in range(0, n_words, step)]
+    a = data.draw(st.integers(0, n_words - 1))
+    b = data.draw(st.integers(0, n_words - 1))
+    head, tail = (a, min(a + width, n_words)), (b, min(b + width, n_words))
+    wi = place_pair(wins, head, tail)
+    holding = [i for i, w in enumerate(wins) if w.word_start <= min(head[0], tail[0]) and
+               max(head[1], tail[1]) <= w.word_end]
+    if not holding:
+        assert wi is None
+        return
+    assert wi in holding
+    margin = lambda w: min(head[0] - w.word_start, tail[0] - w.word_start, w.word_end - head[1], w.word_end - tail[1])
+    assert margin(wins[wi]) == max(margin(wins[i]) for i in holding)
+
+
+def test_features_are_keyed_by_the_relation_graph_inputs():
+    win = window(0, 10)
+    rows = [pair_row(win, (1, 3), (5, 6), 1, 0), pair_row(win, (5, 6), (1, 3), 0, 1)]
+    feats = stack_pairs(rows, [0, 2])
+    assert set(feats) == set(PAIR_INPUTS) == set(RELATION["inputs"]) - {"hidden_states"}
+    assert feats["head_span"].tolist() == [[2, 4], [6, 7]] and feats["tail_span"].tolist() == [[6, 7], [2, 4]]
+    assert feats["pair_batch"].tolist() == [0, 2]
+    assert feats["distance_bucket"].tolist() == [2, 2]  # two tokens between the spans, either way round
+    for name, (dtype, axes) in RELATION["inputs"].items():
+        if name in feats:
+            assert feats[name].dtype == np.dtype(dtype) and feats[name].ndim == len(axes)
+    empty = stack_pairs([], [])
+    assert empty["head_span"].shape == (0, 2) and empty["pair_batch"].shape == (0,)
