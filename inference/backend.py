@@ -43,15 +43,19 @@ class ModelSpec:
     id2tag: List[str]
     window_length: int = 256
     window_stride: int = 64
+    decoding: str = "argmax"  # how tags become spans: "argmax" or "viterbi" (rasd.decode)
 
     def __post_init__(self):
+        from .decode import DECODINGS
+        if self.decoding not in DECODINGS:
+            raise SchemeError(f"unknown decoding {self.decoding!r} (known: {', '.join(DECODINGS)})")
         if list(self.id2tag) != self.scheme.bio_tags():
             raise SchemeError(f"the model's tags {self.id2tag} are not the IOB2 tags of its scheme "
                               f"{self.scheme.name!r} {self.scheme.bio_tags()}")
 
     def to_dict(self) -> dict:
         return {"scheme": self.scheme.to_dict(), "id2tag": list(self.id2tag), "window_length": self.window_length,
-                "window_stride": self.window_stride}
+                "window_stride": self.window_stride, "decoding": self.decoding}
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "model config") -> "ModelSpec":
@@ -59,7 +63,8 @@ class ModelSpec:
         if missing:
             raise ModelFilesError(f"{where}: lacks {', '.join(missing)}")
         return cls(scheme=Scheme.from_dict(d["scheme"], where=f"{where}: scheme"), id2tag=list(d["id2tag"]),
-                   window_length=int(d["window_length"]), window_stride=int(d["window_stride"]))
+                   window_length=int(d["window_length"]), window_stride=int(d["window_stride"]),
+                   decoding=d.get("decoding", "argmax"))
 
 
 @dataclass

@@ -82,8 +82,9 @@ def cmd_predict(args) -> int:
         return 2
     try:
         ex = Extractor.from_pretrained(args.model, revision=args.revision, quantized=not args.fp32,
-                                       threads=args.threads or None)
-    except ModelFilesError as e:
+                                       threads=args.threads or None, min_entity_score=args.min_entity_score,
+                                       min_relation_score=args.min_relation_score)
+    except (ModelFilesError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     good = [(i, t) for i, t, e, _ in inputs if not e]
@@ -176,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0 = the cores this process may "
                                                            "use, from its CPU affinity)")
     p.add_argument("--fp32", action="store_true", help="use the FP32 graphs even if INT8 ones are published")
+    p.add_argument("--min-entity-score", type=float, default=0.0,
+                   help="drop entities scoring below this (0..1), and their relations; see the model card's table")
+    p.add_argument("--min-relation-score", type=float, default=0.0, help="drop relations scoring below this (0..1)")
     p.set_defaults(func=cmd_predict)
     v = sub.add_parser("validate", help="check JSONL files against the annotation scheme")
     v.add_argument("files", nargs="+")

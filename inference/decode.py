@@ -44,19 +44,81 @@ def merge_windows(n_words: int, windows: Sequence[Window], window_word_probs: Se
     return out if out is not None else np.zeros((0, 1), dtype=np.float32)
 
 
-def decode_tags(tt: TokenizedText, word_probs: np.ndarray, id2tag: Sequence[str]) -> List[Entity]:
+DECODINGS = ("argmax", "viterbi")
+
+
+def paragraph_breaks(tt: TokenizedText) -> np.ndarray:
+    """breaks[i] is True when a paragraph break lies between word i-1 and word i (and for word 0)."""
+    text, words = tt.text, tt.words
+    out = np.ones(len(words), dtype=bool)
+    for i in range(1, len(words)):
+        out[i] = "\n" in text[words[i - 1][1]:words[i][0]]
+    return out
+
+
+def allowed_transitions(id2tag: Sequence[str]) -> np.ndarray:
+    """allowed[a, b]: may tag b follow tag a inside a paragraph under IOB2 (I-X only after B-X or I-X)."""
+    n = len(id2tag)
+    allowed = np.ones((n, n), dtype=bool)
+    for b, tag in enumerate(id2tag):
+        if tag.startswith("I-"):
+            label = tag[2:]
+            allowed[:, b] = [t in (f"B-{label}", f"I-{label}") for t in id2tag]
+    return allowed
+
+
+def viterbi_tags(word_probs: np.ndarray, id2tag: Sequence[str], breaks: np.ndarray) -> np.ndarray:
+    """The most probable tag sequence that is valid IOB2, paragraph by paragraph.
+
+    Maximises the sum of log probabilities of the words' tags under the
+    transition constraints: no I-X after O, after another label, at the
+    start of a text or after a paragraph break. Where the argmax tags are
+    already valid, they are the answer.
+    """
+    n, k = word_probs.shape
+    logp = np.log(np.clip(word_probs, 1e-12, None))
+    allowed = allowed_transitions(id2tag)
+    can_start = np.array([not t.startswith("I-") for t in id2tag])
+    trans = np.where(allowed, 0.0, -np.inf)
+    score = np.where(can_start, logp[0], -np.inf)
+    back = np.zeros((n, k), dtype=np.int64)
+    for i in range(1, n):
+        if breaks[i]:  # a new paragraph: start afresh from the best previous tag
+            back[i] = int(score.argmax())
+            score = score.max() + np.where(can_start, logp[i], -np.inf)
+            continue
+        cand = score[:, None] + trans  # [previous, current]
+        back[i] = cand.argmax(0)
+        score = cand.max(0) + logp[i]
+    tags = np.zeros(n, dtype=np.int64)
+    tags[-1] = int(score.argmax())
+    for i in range(n - 1, 0, -1):
+        tags[i - 1] = back[i, tags[i]]
+    return tags
+
+
+def decode_tags(tt: TokenizedText, word_probs: np.ndarray, id2tag: Sequence[str],
+                decoding: str = "argmax") -> List[Entity]:
     """Per-word tag distributions -> entities with character offsets and scores.
 
-    IOB2 is read leniently (an I- tag that does not continue a span of the
-    same label opens one), spans never cross a paragraph, and leading or
-    trailing punctuation tokens are trimmed so that every span starts and
-    ends on a word, as the scheme requires. The score of a span is the mean
-    probability of its words' chosen tags.
+    decoding="argmax" takes each word's most probable tag and reads IOB2
+    leniently (an I- tag that does not continue a span of the same label
+    opens one); "viterbi" takes the most probable valid IOB2 sequence
+    (viterbi_tags), so spans are well formed by construction. Either way
+    spans never cross a paragraph, and leading or trailing punctuation
+    tokens are trimmed so that every span starts and ends on a word, as the
+    scheme requires. The score of a span is the mean probability of its
+    words' chosen tags.
     """
     text, words = tt.text, tt.words
     if not words:
         return []
-    tag_ids = word_probs.argmax(-1)
+    if decoding == "viterbi":
+        tag_ids = viterbi_tags(word_probs, id2tag, paragraph_breaks(tt))
+    elif decoding == "argmax":
+        tag_ids = word_probs.argmax(-1)
+    else:
+        raise ValueError(f"unknown decoding {decoding!r} (known: {', '.join(DECODINGS)})")
     tag_p = word_probs[np.arange(len(words)), tag_ids]
     spans: List[Tuple[int, int, str, List[float]]] = []  # word range + label + probs
     cur = None

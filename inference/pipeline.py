@@ -9,7 +9,7 @@ and the ONNX graphs in service decode through the very same code.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -21,7 +21,7 @@ from .pairs import candidate_pairs, decode_relation, pair_row, place_pair, stack
 from .scheme import NO_RELATION
 from .schema import Document, Relation
 
-__all__ = ["ModelSpec", "pad_rows", "predict", "predict_documents"]
+__all__ = ["ModelSpec", "apply_thresholds", "pad_rows", "predict", "predict_documents"]
 
 
 @dataclass
@@ -124,7 +124,7 @@ def predict(texts: Sequence[str], tokenizer, spec: ModelSpec, backend: Backend, 
     for d in docs:
         word_probs = merge_windows(len(d.tt.words), d.windows, d.window_probs)
         doc = Document(id=doc_ids[d.index] if doc_ids else str(d.index), text=d.tt.text,
-                       entities=decode_tags(d.tt, word_probs, spec.id2tag))
+                       entities=decode_tags(d.tt, word_probs, spec.id2tag, spec.decoding))
         results.append(doc)
         for bi, js in _pair_jobs(d, doc, spec).items():
             jobs.setdefault(bi, []).extend(js)
@@ -151,3 +151,17 @@ def predict_documents(docs: Sequence[Document], tokenizer, spec: ModelSpec, back
     """Predictions for (gold) documents, keeping their ids: evaluation, export gate and bench use it."""
     return predict([d.text for d in docs], tokenizer, spec, backend, batch_size=batch_size,
                    doc_ids=[d.id for d in docs])
+
+
+def apply_thresholds(doc: Document, min_entity_score: float = 0.0, min_relation_score: float = 0.0) -> Document:
+    """The document without entities scoring under min_entity_score, and without relations scoring under
+    min_relation_score or touching a dropped entity. Kept entities are renumbered T1, T2, ... in order."""
+    for name, value in (("min_entity_score", min_entity_score), ("min_relation_score", min_relation_score)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be in 0..1, got {value!r}")
+    kept = [e for e in doc.entities if e.score is None or e.score >= min_entity_score]
+    new_id = {e.id: f"T{k}" for k, e in enumerate(kept, 1)}
+    entities = [replace(e, id=new_id[e.id]) for e in kept]
+    relations = [replace(r, head=new_id[r.head], tail=new_id[r.tail]) for r in doc.relations
+                 if r.head in new_id and r.tail in new_id and (r.score is None or r.score >= min_relation_score)]
+    return replace(doc, entities=entities, relations=relations)

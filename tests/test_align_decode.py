@@ -142,3 +142,64 @@ def test_lenient_iob_and_scores():
     ents = decode_tags(tt, one_hot(["I-FORCE", "I-FORCE", "I-BASE"]), TAGS)
     assert [(e.text, e.label) for e in ents] == [("القوات الأمريكية", "FORCE"), ("قاعدة", "BASE")]
     assert all(0 < e.score <= 1 for e in ents)
+
+
+# --- constrained (Viterbi) decoding ---
+
+def _valid_iob2(tag_ids, breaks):
+    for i, t in enumerate(tag_ids):
+        tag = TAGS[int(t)]
+        if tag.startswith("I-"):
+            if i == 0 or breaks[i]:
+                return False
+            prev = TAGS[int(tag_ids[i - 1])]
+            if prev not in (f"B-{tag[2:]}", f"I-{tag[2:]}"):
+                return False
+    return True
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.floats(0.001, 1.0), min_size=len(TAGS), max_size=len(TAGS)), min_size=1, max_size=12),
+       st.lists(st.booleans(), min_size=12, max_size=12))
+def test_viterbi_is_valid_iob2_and_never_worse_than_any_valid_sequence(rows, flags):
+    from rasd.decode import viterbi_tags
+    probs = np.array(rows, dtype=np.float64)
+    probs /= probs.sum(1, keepdims=True)
+    breaks = np.array([True] + flags[1:len(rows)])
+    tags = viterbi_tags(probs, TAGS, breaks)
+    assert _valid_iob2(tags, breaks)  # never an I- without its B- (or I-) of the same label
+    score = lambda seq: float(np.log(probs[np.arange(len(seq)), seq]).sum())
+    argmax = probs.argmax(1)
+    if _valid_iob2(argmax, breaks):  # when the argmax is valid, it is the answer
+        assert score(tags) == pytest.approx(score(argmax))
+    # and no valid sequence made by repairing the argmax scores higher
+    repaired = [t if not TAGS[t].startswith("I-") or _valid_iob2(np.r_[argmax[:i], t], breaks[:i + 1])
+                else TAGS.index("B-" + TAGS[t][2:]) for i, t in enumerate(argmax)]
+    if _valid_iob2(np.array(repaired), breaks):
+        assert score(tags) >= score(np.array(repaired)) - 1e-9
+
+
+def test_viterbi_fixes_a_span_cut_by_a_lone_inside_tag():
+    tok = char_tokenizer()
+    text = "قاعدة “قسرك” الجوية"  # words: قاعدة “ قسرك ” الجوية
+    tt = tokenize_text(text, tok)
+    p = one_hot(["B-BASE", "O", "I-BASE", "I-BASE", "I-BASE"])
+    p[1] = 0.01
+    p[1, TAGS.index("O")], p[1, TAGS.index("I-BASE")] = 0.5, 0.45  # the quote: O by a hair
+    lenient = [(e.text, e.label) for e in decode_tags(tt, p, TAGS, "argmax")]
+    assert lenient == [("قاعدة", "BASE"), ("قسرك” الجوية", "BASE")]  # cut at the quote mark
+    assert [(e.text, e.label) for e in decode_tags(tt, p, TAGS, "viterbi")] == [("قاعدة “قسرك” الجوية", "BASE")]
+    with pytest.raises(ValueError, match="unknown decoding 'beam'"):
+        decode_tags(tt, p, TAGS, "beam")
+
+
+def test_model_spec_carries_its_decoding():
+    from rasd.backend import ModelSpec
+    from rasd.scheme import SchemeError
+    spec = ModelSpec(SCHEME, TAGS, 64, 16, decoding="viterbi")
+    assert ModelSpec.from_dict(spec.to_dict()).decoding == "viterbi"
+    old = spec.to_dict()
+    del old["decoding"]  # exports written before the field existed decode as they always did
+    assert ModelSpec.from_dict(old).decoding == "argmax"
+    with pytest.raises(SchemeError, match="unknown decoding 'beam'"):
+        ModelSpec(SCHEME, TAGS, 64, 16, decoding="beam")

@@ -134,3 +134,33 @@ def test_invalid_utf8_and_lone_surrogates_are_named(exported_model, tmp_path, ca
     ex = Extractor.from_pretrained(exported_model)
     with pytest.raises(ValueError, match="lone surrogate at character 3"):
         ex.extract("abc\udcd8def")
+
+
+def test_score_thresholds_drop_low_scores_and_keep_ids_consistent(exported_model, capsys):
+    from rasd.schema import validate_document
+    ex = Extractor.from_pretrained(exported_model)
+    full = ex.extract(SENT)
+    assert full.entities and full.relations
+    cut = sorted(e.score for e in full.entities)[len(full.entities) // 2]  # keep about the upper half
+    part = ex.extract(SENT, min_entity_score=cut)
+    assert [e.text for e in part.entities] == [e.text for e in full.entities if e.score >= cut]
+    assert [e.id for e in part.entities] == [f"T{k}" for k in range(1, len(part.entities) + 1)]
+    assert validate_document(part.to_dict(), prediction=True) == []  # relations point at kept entities
+    assert ex.extract(SENT, min_relation_score=1.0).relations == []
+    strict = Extractor.from_pretrained(exported_model, min_entity_score=1.0)
+    assert strict.extract(SENT).entities == [] and strict.extract(SENT).relations == []
+    with pytest.raises(ValueError, match="min_entity_score must be in 0..1"):
+        ex.extract(SENT, min_entity_score=1.5)
+
+
+def test_predict_command_takes_score_thresholds(exported_model, tmp_path, capsys):
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(json.dumps({"id": "a1", "text": SENT}, ensure_ascii=False) + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", "--model", exported_model, "--input", str(inp), "--output", str(out),
+                 "--min-relation-score", "1.0"]) == 0
+    rec = json.loads(out.read_text(encoding="utf-8"))
+    assert rec["entities"] and rec["relations"] == []
+    assert main(["predict", "--model", exported_model, "--input", str(inp), "--min-entity-score", "2"]) == 2
+    assert "min_entity_score must be in 0..1, got 2.0" in capsys.readouterr().err
+

@@ -43,6 +43,9 @@ class ModelArgs:
     distance_embedding_dim: int = field(default=16, metadata={"help": "Distance bucket embedding size."})
     relation_hidden_size: int = field(default=256, metadata={"help": "Hidden size of the pair classifier MLP."})
     relation_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the relation loss."})
+    decoding: str = field(default="argmax", metadata={"help": "How tag probabilities become spans: 'argmax' "
+                                                              "(each word's best tag, read leniently) or 'viterbi' "
+                                                              "(the best valid IOB2 sequence)."})
     relation_left_context: int = field(default=0, metadata={"help": "Tokens before a pair's first entity pooled "
                                                                      "into the pair features (0 = off; 8 did not "
                                                                      "win on dev relation F1 when compared)."})

@@ -79,7 +79,8 @@ def build_model(cfg: RunConfig, tokenizer, scheme: Scheme) -> RasdModel:
     head_kwargs = dict(scheme=scheme.to_dict(), window_length=m.window_length, window_stride=m.window_stride,
                        dropout=m.dropout, type_embedding_dim=m.type_embedding_dim,
                        distance_embedding_dim=m.distance_embedding_dim, relation_hidden_size=m.relation_hidden_size,
-                       relation_loss_weight=m.relation_loss_weight, relation_left_context=m.relation_left_context)
+                       relation_loss_weight=m.relation_loss_weight, relation_left_context=m.relation_left_context,
+                       decoding=m.decoding)
     path = encoder_path(cfg)
     if not path:
         from .tiny_encoder import tiny_bert_config
