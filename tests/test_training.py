@@ -208,3 +208,23 @@ def test_each_candidate_pair_is_trained_once_in_its_serving_window(mini_docs):
         for wi, f in enumerate(feats):
             assert len(f["pairs"]) == placed.count(wi)
     assert any(len(featurize(d, tok.backend_tokenizer, spec, sp)) > 1 for d in mini_docs)
+
+
+def test_threshold_table_and_calibration_on_a_hand_made_case():
+    from rasd_train.calibration import calibration, report
+    gold = _doc([(0, 16, "FORCE"), (27, 38, "BASE"), (42, 52, "LOCATION")], [("T1", "T2", "WITHDREW_FROM")])
+    pred = _doc([(0, 16, "FORCE"), (27, 38, "BASE"), (17, 23, "OPERATION")], [("T1", "T2", "WITHDREW_FROM")])
+    for e, s in zip(pred.entities, (0.9, 0.6, 0.4)):  # two right, the OPERATION wrong
+        e.score = s
+    pred.relations[0].score = 0.8
+    rep = report([gold], [pred])
+    rows = {r["threshold"]: r for r in rep["thresholds"]}
+    assert (rows[0.0]["entities"]["tp"], rows[0.0]["entities"]["pred"]) == (2, 3)
+    assert (rows[0.5]["entities"]["tp"], rows[0.5]["entities"]["pred"], rows[0.5]["entities"]["recall"]) == \
+        (2, 2, round(2 / 3, 4))
+    assert rows[0.7]["entities"]["tp"] == 1 and rows[0.7]["relations"]["tp"] == 0  # its tail went under 0.7
+    assert rows[0.0]["relations"]["tp"] == 1
+    ent = rep["calibration"]["entities"]
+    # bins: 0.4 wrong, 0.6 right, 0.9 right -> |0.4-0| + |0.6-1| + |0.9-1| over 3
+    assert ent["ece"] == pytest.approx((0.4 + 0.4 + 0.1) / 3, abs=1e-4) and ent["predictions"] == 3
+    assert calibration([(1.0, True)])["bins"][0]["bin"] == [0.9, 1.0]

@@ -3,7 +3,8 @@
     rasd evaluate runs/me5-small/model data/corpus/test.jsonl --out eval/test
 
 Writes metrics.json (strict and partial entity and relation P/R/F1, micro and
-per label, seqeval's IOB2 report), predictions.jsonl in the scheme's
+per label, seqeval's IOB2 report, P/R/F1 at score thresholds and the
+calibration of entity and relation scores), predictions.jsonl in the scheme's
 prediction shape, and confusion.png (entity labels per word, O included).
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 
 from rasd.schema import read_documents, write_documents
 
+from .calibration import report as calibration_report
 from .metrics import headline, plot_confusion, score
 
 
@@ -27,6 +29,7 @@ def evaluate(model_dir: str, data_path: str, out_dir: str, batch_size: int = 32)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     preds = torch_predict(model, tokenizer, gold, batch_size)
     metrics = score(gold, preds, scheme=scheme)
+    metrics.update(calibration_report(gold, preds, scheme))  # precision/recall by threshold, ECE
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as f:
         json.dump(metrics, f, ensure_ascii=False, indent=1)

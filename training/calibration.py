@@ -1,0 +1,69 @@
+"""Do scores mean something? Precision/recall at score thresholds, and calibration.
+
+An analyst who keeps only predictions scoring at least t wants to know the
+precision and recall that buys (the model card's threshold table), and that a
+score of 0.8 is right about 80% of the time (expected calibration error over
+equal-width score bins, and the bins themselves for a reliability diagram).
+A prediction is correct when it matches a gold one strictly, as in scoring.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Sequence, Tuple
+
+from rasd.pipeline import apply_thresholds
+from rasd.schema import Document
+
+from .metrics import match_entities, score
+
+THRESHOLDS = (0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
+
+
+def threshold_table(gold: Sequence[Document], pred: Sequence[Document], scheme=None,
+                    thresholds: Sequence[float] = THRESHOLDS) -> List[dict]:
+    """Strict micro P/R/F1 of entities and relations when predictions under t are dropped
+    (the same thresholds for entities and relations, applied as the Extractor applies them)."""
+    rows = []
+    for t in thresholds:
+        m = score(gold, [apply_thresholds(d, t, t) for d in pred], scheme=scheme)["strict"]
+        rows.append({"threshold": t, "entities": m["entities"]["micro"], "relations": m["relations"]["micro"]})
+    return rows
+
+
+def scored_outcomes(gold: Sequence[Document], pred: Sequence[Document]) -> Dict[str, List[Tuple[float, bool]]]:
+    """(score, correct) of every predicted entity and relation."""
+    out: Dict[str, List[Tuple[float, bool]]] = {"entities": [], "relations": []}
+    for g, p in zip(gold, pred):
+        m = match_entities(g.entities, p.entities, strict=True)
+        for j, e in enumerate(p.entities):
+            out["entities"].append((e.score, j in m))
+        gid = {e.id: i for i, e in enumerate(g.entities)}
+        pid = {e.id: j for j, e in enumerate(p.entities)}
+        gold_rel = {(gid[r.head], gid[r.tail], r.label) for r in g.relations}
+        for r in p.relations:
+            key = (m.get(pid[r.head]), m.get(pid[r.tail]), r.label)
+            out["relations"].append((r.score, key in gold_rel))
+    return out
+
+
+def calibration(outcomes: Sequence[Tuple[float, bool]], bins: int = 10) -> dict:
+    """Expected calibration error and the reliability bins (mean score vs accuracy per score bin)."""
+    table = []
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        inside = [(s, c) for s, c in outcomes if lo <= s < hi or (b == bins - 1 and s == 1.0)]
+        if inside:
+            table.append({"bin": [round(lo, 2), round(hi, 2)], "count": len(inside),
+                          "mean_score": round(sum(s for s, _ in inside) / len(inside), 4),
+                          "accuracy": round(sum(c for _, c in inside) / len(inside), 4)})
+    n = len(outcomes)
+    ece = sum(r["count"] / n * abs(r["mean_score"] - r["accuracy"]) for r in table) if n else 0.0
+    return {"ece": round(ece, 4), "predictions": n, "bins": table}
+
+
+def report(gold: Sequence[Document], pred: Sequence[Document], scheme=None) -> dict:
+    outcomes = scored_outcomes(gold, pred)
+    return {"thresholds": threshold_table(gold, pred, scheme),
+            "calibration": {k: calibration(v) for k, v in outcomes.items()}}
+
+
+__all__ = ["THRESHOLDS", "calibration", "report", "scored_outcomes", "threshold_table"]
