@@ -228,3 +228,18 @@ def test_threshold_table_and_calibration_on_a_hand_made_case():
     # bins: 0.4 wrong, 0.6 right, 0.9 right -> |0.4-0| + |0.6-1| + |0.9-1| over 3
     assert ent["ece"] == pytest.approx((0.4 + 0.4 + 0.1) / 3, abs=1e-4) and ent["predictions"] == 3
     assert calibration([(1.0, True)])["bins"][0]["bin"] == [0.9, 1.0]
+
+
+def test_evaluate_command_writes_metrics_calibration_and_predictions(trained_run, mini_corpus, tmp_path):
+    from rasd.schema import read_documents
+    from rasd_train.evaluate import main as evaluate_main
+    run_dir, _ = trained_run
+    out = tmp_path / "eval"
+    assert evaluate_main([os.path.join(run_dir, "model"), os.path.join(mini_corpus, "test.jsonl"),
+                          "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert m["strict"]["entities"]["micro"]["gold"] == sum(len(d.entities) for d in
+                                                           read_documents(os.path.join(mini_corpus, "test.jsonl")))
+    assert [r["threshold"] for r in m["thresholds"]][0] == 0.0
+    assert 0.0 <= m["calibration"]["entities"]["ece"] <= 1.0
+    assert (out / "predictions.jsonl").exists() and (out / "confusion.png").exists()
