@@ -164,3 +164,21 @@ def test_predict_command_takes_score_thresholds(exported_model, tmp_path, capsys
     assert main(["predict", "--model", exported_model, "--input", str(inp), "--min-entity-score", "2"]) == 2
     assert "min_entity_score must be in 0..1, got 2.0" in capsys.readouterr().err
 
+
+
+def test_onnxruntime_threads_default_to_this_process_cpus(exported_model, monkeypatch):
+    """By default sessions use the cores this process may run on (its CPU affinity), not every core of the
+    host; threads= still wins."""
+    import os
+    from rasd import runtime
+    assert runtime.default_threads() == len(os.sched_getaffinity(0))
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0})
+    seen = []
+    real = runtime.ort.InferenceSession
+    monkeypatch.setattr(runtime.ort, "InferenceSession",
+                        lambda path, sess_options, providers: (seen.append(sess_options.intra_op_num_threads),
+                                                               real(path, sess_options=sess_options,
+                                                                    providers=providers))[1])
+    Extractor.from_pretrained(exported_model)
+    Extractor.from_pretrained(exported_model, threads=3)
+    assert seen == [1, 1, 3, 3]  # encoder and relation graph, each load
