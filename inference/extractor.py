@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence
 
 from .backend import load_exported
 from .hub import resolve_model_dir
-from .pipeline import apply_thresholds, predict
+from .pipeline import apply_thresholds, check_thresholds, predict
 from .schema import Document
 
 DEFAULT_MAX_CHARS = 1_000_000
@@ -34,7 +34,7 @@ class Extractor:
         self.tokenizer = loaded.tokenizer
         self.backend = loaded.backend
         self.max_chars = max_chars
-        apply_thresholds(Document("check", "x"), min_entity_score, min_relation_score)  # a clear error now
+        check_thresholds(min_entity_score, min_relation_score)  # a bad value fails here, not at the first text
         self.min_entity_score, self.min_relation_score = min_entity_score, min_relation_score
 
     @classmethod

@@ -21,7 +21,7 @@ from .pairs import candidate_pairs, decode_relation, pair_row, place_pair, stack
 from .scheme import NO_RELATION
 from .schema import Document, Relation
 
-__all__ = ["ModelSpec", "apply_thresholds", "pad_rows", "predict", "predict_documents"]
+__all__ = ["ModelSpec", "apply_thresholds", "check_thresholds", "pad_rows", "predict", "predict_documents"]
 
 
 @dataclass
@@ -153,12 +153,16 @@ def predict_documents(docs: Sequence[Document], tokenizer, spec: ModelSpec, back
                    doc_ids=[d.id for d in docs])
 
 
+def check_thresholds(min_entity_score: float, min_relation_score: float) -> None:
+    for name, value in (("min_entity_score", min_entity_score), ("min_relation_score", min_relation_score)):
+        if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be in 0..1, got {value!r}")
+
+
 def apply_thresholds(doc: Document, min_entity_score: float = 0.0, min_relation_score: float = 0.0) -> Document:
     """The document without entities scoring under min_entity_score, and without relations scoring under
     min_relation_score or touching a dropped entity. Kept entities are renumbered T1, T2, ... in order."""
-    for name, value in (("min_entity_score", min_entity_score), ("min_relation_score", min_relation_score)):
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} must be in 0..1, got {value!r}")
+    check_thresholds(min_entity_score, min_relation_score)
     kept = [e for e in doc.entities if e.score is None or e.score >= min_entity_score]
     new_id = {e.id: f"T{k}" for k, e in enumerate(kept, 1)}
     entities = [replace(e, id=new_id[e.id]) for e in kept]
