@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .align import Window, window_span, word_margin
+from .decode import softmax
 from .onnx_spec import RELATION
 from .scheme import NO_RELATION, Scheme
 from .schema import Entity
@@ -92,8 +93,6 @@ def relation_label_mask(head_label: str, tail_label: str, scheme: Scheme) -> np.
 def decode_relation(logits: np.ndarray, head_label: str, tail_label: str, scheme: Scheme) -> Tuple[str, float]:
     """(label or NO_RELATION, probability) among the labels the pair's types allow."""
     mask = relation_label_mask(head_label, tail_label, scheme)
-    z = np.where(mask, logits, -np.inf)
-    z = z - z.max()
-    probs = np.exp(z) / np.exp(z).sum()
+    probs = softmax(np.where(mask, logits, -np.inf))
     k = int(probs.argmax())
     return (NO_RELATION if k == 0 else scheme.relation_labels[k - 1]), float(probs[k])

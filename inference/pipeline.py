@@ -163,6 +163,8 @@ def apply_thresholds(doc: Document, min_entity_score: float = 0.0, min_relation_
     """The document without entities scoring under min_entity_score, and without relations scoring under
     min_relation_score or touching a dropped entity. Kept entities are renumbered T1, T2, ... in order."""
     check_thresholds(min_entity_score, min_relation_score)
+    if min_entity_score == 0.0 and min_relation_score == 0.0:
+        return doc  # nothing can fall under 0: skip the copy on the serving path
     kept = [e for e in doc.entities if e.score is None or e.score >= min_entity_score]
     new_id = {e.id: f"T{k}" for k, e in enumerate(kept, 1)}
     entities = [replace(e, id=new_id[e.id]) for e in kept]
