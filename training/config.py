@@ -57,7 +57,14 @@ class TrainArgs:
     seed: int = field(default=13, metadata={"help": "Random seed (python, numpy, torch)."})
     epochs: int = field(default=10, metadata={"help": "Maximum passes over the training windows."})
     max_steps: int = field(default=0, metadata={"help": "Stop after this many optimizer steps (0 = epochs)."})
-    batch_size: int = field(default=16, metadata={"help": "Windows per device per forward pass."})
+    batch_size: int = field(default=16, metadata={"help": "Documents per device per forward pass (each gives one "
+                                                          "or more windows; most corpus documents fit one)."})
+    length_bucketing: bool = field(default=True, metadata={"help": "Batch documents of similar length together "
+                                                                   "(less padding, same randomness across pools)."})
+    augment: str = field(default="", metadata={"help": "Comma-separated training augmentations: quotes, spelling, "
+                                                       "diacritics, digits, join (see rasd_train.augment); '' = none."})
+    augment_rate: float = field(default=0.3, metadata={"help": "Probability that each augmentation is applied "
+                                                               "to a training document in an epoch."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Forward passes per optimizer step."})
     learning_rate: float = field(default=2e-4, metadata={"help": "Peak AdamW learning rate of the encoder."})
     head_learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of the heads."})

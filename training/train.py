@@ -28,9 +28,11 @@ from rasd.align import SpecialTokens
 from rasd.scheme import Scheme, load_scheme
 from rasd.schema import Document
 
-from .config import RunConfig, load_config
+from .augment import Augmenter, parse_names
+from .batching import DocumentWindows, LengthBucketSampler, collate_documents
+from .config import RunConfig, TrainArgs, load_config
 from .curves import plot_curves
-from .data import collate, documents, featurize, load_corpus
+from .data import documents, load_corpus
 from .metrics import headline
 from .modeling import RasdConfig, RasdModel
 from .predict import evaluate_docs
@@ -103,13 +105,17 @@ def shared_tokenizer(cfg: RunConfig, accelerator: Accelerator, texts: List[str],
     return AutoTokenizer.from_pretrained(tok_dir)
 
 
-def make_loader(docs: List[Document], tokenizer, model: RasdModel, batch_size: int):
-    """Every process builds the same features (deterministic), so nothing is shipped between them."""
+def make_loader(docs: List[Document], tokenizer, model: RasdModel, t: TrainArgs):
+    """Every process builds the same features (deterministic, seeded), so nothing is shipped between them."""
     spec = model.config.spec()
     specials = SpecialTokens.from_tokenizer(tokenizer.backend_tokenizer)
-    features = [f for d in docs for f in featurize(d, tokenizer.backend_tokenizer, spec, specials)]
-    loader = DataLoader(features, batch_size=batch_size, shuffle=True, collate_fn=lambda b: collate(b, specials.pad_id))
-    return loader, len(features)
+    names = parse_names(t.augment)
+    augment = Augmenter(names, t.augment_rate, t.seed, docs) if names else None
+    dataset = DocumentWindows(docs, tokenizer.backend_tokenizer, spec, specials, augment)
+    sampler = LengthBucketSampler(dataset.lengths(), t.batch_size, t.seed) if t.length_bucketing else None
+    loader = DataLoader(dataset, batch_size=t.batch_size, shuffle=sampler is None, sampler=sampler,
+                        collate_fn=lambda b: collate_documents(b, specials.pad_id))
+    return loader, dataset.window_count()
 
 
 def param_groups(model: RasdModel, cfg: RunConfig):
@@ -218,7 +224,7 @@ def train(cfg: RunConfig, resume: bool = False, config_path: Optional[str] = Non
     tokenizer = shared_tokenizer(cfg, accelerator, [d.text for d in corpus.train],
                                  os.path.join(t.output_dir, "tokenizer"), resume)
     model = build_model(cfg, tokenizer, corpus.scheme)
-    loader, n_windows = make_loader(corpus.train, tokenizer, model, t.batch_size)
+    loader, n_windows = make_loader(corpus.train, tokenizer, model, t)
 
     # 2) optimisation: AdamW, linear warm-up then linear decay to zero
     steps_per_epoch = math.ceil(len(loader) / max(1, accelerator.num_processes) / t.gradient_accumulation_steps)

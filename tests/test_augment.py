@@ -1,0 +1,110 @@
+"""Training augmentation keeps offsets exact: every augmented document is valid and its names are the same names."""
+import os
+import random
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rasd.schema import Document, Entity, read_documents, validate_document
+from rasd_train.augment import (AUGMENTATIONS, TATWEEL, Augmenter, Insertion, _insert, arabic_indic_digits,
+                                diacritics, join_documents, parse_names, quote_names, spelling_variants)
+
+HERE = os.path.dirname(__file__)
+TRAIN = os.path.join(HERE, "..", "data", "corpus", "train.jsonl")
+DOCS = read_documents(TRAIN)[:300]
+MARKS = re.compile("[\u064B-\u065F\u0670\u0640]")
+SPELLING = str.maketrans({"ى": "ي", "أ": "ا", "إ": "ا", "آ": "ا", "ة": "ه"})
+INDIC = str.maketrans({chr(0x0660 + d): str(d) for d in range(10)})
+
+
+def plain(s: str) -> str:
+    """What an augmentation may change, undone: marks, spelling variants, digits."""
+    return MARKS.sub("", s).translate(SPELLING).translate(INDIC)
+
+
+def assert_same_names(before: Document, after: Document) -> None:
+    assert validate_document(after.to_dict(), "augmented") == []
+    assert [e.id for e in before.entities] == [e.id for e in after.entities]
+    assert [(r.head, r.tail, r.label) for r in before.relations] == [(r.head, r.tail, r.label) for r in after.relations]
+    for b, a in zip(before.entities, after.entities):
+        assert a.label == b.label
+        assert plain(after.text[a.start:a.end]) == plain(before.text[b.start:b.end])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, len(DOCS) - 1), st.integers(0, 10**6), st.sampled_from(sorted(AUGMENTATIONS)))
+def test_each_augmentation_keeps_every_name(i, seed, name):
+    doc = DOCS[i]
+    assert_same_names(doc, AUGMENTATIONS[name](doc, random.Random(seed)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, len(DOCS) - 1), st.integers(0, 10**6))
+def test_all_augmentations_stacked_with_joining(i, seed):
+    aug = Augmenter(["join", "quotes", "spelling", "diacritics", "digits"], 1.0, seed, DOCS)
+    out = aug(i, epoch=seed % 7)
+    assert validate_document(out.to_dict(), "augmented") == []
+    assert len(out.entities) >= len(DOCS[i].entities)
+    assert out == aug(i, epoch=seed % 7), "the same (seed, epoch, index) must give the same document"
+
+
+def test_insertions_attach_as_the_word_rule_says():
+    doc = Document("d", "من قاعدة التنف.", [Entity("e1", 3, 14, "BASE")])
+    # a quote before the name and after it stand alone; a mark after its last letter joins it
+    out = _insert(doc, [Insertion(3, "«", False), Insertion(14, "ِ", True), Insertion(14, "»", False)])
+    assert out.text == "من «قاعدة التنفِ»."
+    e = out.entities[0]
+    assert out.text[e.start:e.end] == "قاعدة التنفِ"
+
+
+def test_quotes_are_outside_spans_and_sometimes_unbalanced():
+    rng = random.Random(0)
+    quoted = [quote_names(d, rng, rate=1.0) for d in DOCS[:50]]
+    opened = closed = 0
+    for d in quoted:
+        for e in d.entities:
+            before, after = d.text[e.start - 1:e.start], d.text[e.end:e.end + 1]
+            opened += before in "«\"“'„‹"
+            closed += after in "»\"”'“›"
+    assert opened and closed and opened != closed  # both sides, not always balanced
+
+
+def test_diacritics_make_fully_vowelled_text_and_tatweel():
+    doc = DOCS[0]
+    out = diacritics(doc, random.Random(1), rate=1.0, tatweel_rate=0.2)
+    letters = sum("\u0621" <= c <= "\u064A" for c in doc.text)
+    assert len(MARKS.findall(out.text)) >= letters
+    assert TATWEEL in out.text
+
+
+def test_spelling_and_digits_keep_length_and_change_text():
+    doc = next(d for d in DOCS if re.search(r"\d", d.text))
+    sp = spelling_variants(doc, random.Random(3), rate=1.0)
+    dg = arabic_indic_digits(doc, random.Random(3))
+    assert len(sp.text) == len(doc.text) and sp.text != doc.text
+    assert len(dg.text) == len(doc.text) and not re.search(r"[0-9]", dg.text)
+
+
+def test_join_keeps_both_documents_and_renames_clashing_ids():
+    a, b = DOCS[0], DOCS[1]
+    j = join_documents(a, b)
+    assert j.text.startswith(a.text) and j.text.endswith(b.text) and "\n\n" in j.text
+    assert len({e.id for e in j.entities}) == len(a.entities) + len(b.entities)
+    assert len(j.relations) == len(a.relations) + len(b.relations)
+    assert validate_document(j.to_dict(), "joined") == []
+
+
+def test_joining_only_pairs_documents_of_the_same_event():
+    aug = Augmenter(["join"], 1.0, 5, DOCS)
+    for i in list(aug.same_event)[:30]:
+        assert all(DOCS[j].meta["event"] == DOCS[i].meta["event"] and j != i for j in aug.same_event[i])
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="unknown augmentation.*'?emoji"):
+        Augmenter(["emoji"], 0.3, 1, DOCS)
+    with pytest.raises(ValueError, match="rate must be in"):
+        Augmenter(["quotes"], 1.5, 1, DOCS)
+    assert parse_names(" quotes, diacritics ,") == ["quotes", "diacritics"]

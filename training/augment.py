@@ -1,0 +1,181 @@
+"""Training-time augmentation: real-news surface noise, applied on the fly with exact offsets.
+
+Each augmentation takes a Document and a random.Random and returns a new
+Document whose entity offsets point at the same names in the new text.
+Edits are either same-length character substitutions (spelling variants,
+digits), which keep every offset, or insertions, which go through one offset
+map (`_insert`) so no augmentation does its own offset arithmetic.
+
+An insertion either joins the character before it (a diacritic or tatweel
+belongs to its letter, so a mark after an entity's last letter is inside the
+entity, as the word rule of ANNOTATION.md says) or stands alone (a quote
+mark is never part of a span).
+
+Augmentation is for training only: dev and test are never augmented, and
+the same (seed, epoch, document) always gives the same text.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from rasd.schema import Document, Entity, Relation
+
+# (opening, closing) quote pairs seen in Arabic news copy.
+QUOTES = [("«", "»"), ('"', '"'), ("“", "”"), ("'", "'"), ("„", "“"), ("‹", "›")]
+DIACRITICS = [chr(c) for c in range(0x064B, 0x0653)]  # tanwin, fatha, damma, kasra, shadda, sukun
+TATWEEL = "\u0640"
+ARABIC_INDIC = {str(d): chr(0x0660 + d) for d in range(10)}
+# Letters after which tatweel may be drawn: those that join the next letter.
+_JOINING = set("بتثجحخسشصضطظعغفقكلمنهيئ")
+
+
+@dataclass(frozen=True)
+class Insertion:
+    at: int            # inserted before the character at this offset
+    text: str
+    joins_previous: bool  # True: part of the word before it (marks); False: stands alone (quotes)
+
+
+def _insert(doc: Document, insertions: Sequence[Insertion]) -> Document:
+    """The document with `insertions` applied and every entity moved to the same name."""
+    if not insertions:
+        return doc
+    by_pos: Dict[int, List[Insertion]] = {}
+    for ins in insertions:
+        by_pos.setdefault(ins.at, []).append(ins)
+    # Joining insertions go first at a position: they attach to the letter before it.
+    for lst in by_pos.values():
+        lst.sort(key=lambda i: not i.joins_previous)
+    text, parts, shift = doc.text, [], 0
+    after_joining = [0] * (len(text) + 1)  # new offset just after the joining insertions at i
+    before_any = [0] * (len(text) + 1)     # new offset just before all insertions at i
+    after_all = [0] * (len(text) + 1)      # new offset of old character i
+    for i in range(len(text) + 1):
+        before_any[i] = i + shift
+        for ins in by_pos.get(i, ()):
+            parts.append(ins.text)
+            shift += len(ins.text)
+            if ins.joins_previous:
+                after_joining[i] = i + shift
+        if not any(ins.joins_previous for ins in by_pos.get(i, ())):
+            after_joining[i] = before_any[i]
+        after_all[i] = i + shift
+        if i < len(text):
+            parts.append(text[i])
+    entities = [Entity(e.id, after_all[e.start], after_joining[e.end], e.label) for e in doc.entities]
+    return Document(doc.id, "".join(parts), entities, list(doc.relations), _meta(doc))
+
+
+def _meta(doc: Document) -> dict:
+    # Offsets inside meta (look-alike spans) would be stale after an edit; training does not read them.
+    return {k: v for k, v in (doc.meta or {}).items() if k != "lookalikes"}
+
+
+def _substitute(doc: Document, table: Dict[str, str], rate: float, rng: random.Random) -> Document:
+    """Same-length substitution of characters in `table`, each with probability `rate`: offsets are unchanged."""
+    chars = [table[c] if c in table and rng.random() < rate else c for c in doc.text]
+    return Document(doc.id, "".join(chars), list(doc.entities), list(doc.relations), dict(doc.meta or {}))
+
+
+def quote_names(doc: Document, rng: random.Random, rate: float = 0.3) -> Document:
+    """Wrap some entity names in quote marks of every style; one in five left unbalanced."""
+    ins = []
+    for e in doc.entities:
+        if rng.random() >= rate:
+            continue
+        opening, closing = rng.choice(QUOTES)
+        side = rng.random()
+        if side >= 0.1:
+            ins.append(Insertion(e.start, opening, False))
+        if side < 0.1 or side >= 0.2:
+            ins.append(Insertion(e.end, closing, False))
+    return _insert(doc, ins)
+
+
+def spelling_variants(doc: Document, rng: random.Random, rate: float = 0.5) -> Document:
+    """The common written variants: ى/ي, final ة as ه, hamza-less alef."""
+    table = {"ي": "ى", "ى": "ي", "أ": "ا", "إ": "ا", "آ": "ا"}
+    out = _substitute(doc, table, rate, rng)
+    text = list(out.text)
+    for i, c in enumerate(text):  # ة -> ه only at the end of a word, where the variant occurs
+        if c == "ة" and (i + 1 == len(text) or not text[i + 1].isalpha()) and rng.random() < rate:
+            text[i] = "ه"
+    return Document(out.id, "".join(text), out.entities, out.relations, out.meta)
+
+
+def diacritics(doc: Document, rng: random.Random, rate: float = 0.6, tatweel_rate: float = 0.03) -> Document:
+    """Harakat after Arabic letters (fully diacritised text at rate ~0.6+) and the odd tatweel."""
+    ins, text = [], doc.text
+    for i, c in enumerate(text):
+        if "\u0621" <= c <= "\u064A":
+            if rng.random() < rate:
+                ins.append(Insertion(i + 1, rng.choice(DIACRITICS), True))
+            nxt = text[i + 1] if i + 1 < len(text) else ""
+            if c in _JOINING and "\u0621" <= nxt <= "\u064A" and rng.random() < tatweel_rate:
+                ins.append(Insertion(i + 1, TATWEEL, True))
+    return _insert(doc, ins)
+
+
+def arabic_indic_digits(doc: Document, rng: random.Random) -> Document:
+    """Western digits written as Arabic-Indic digits, as many outlets do."""
+    return _substitute(doc, ARABIC_INDIC, 1.0, rng)
+
+
+def join_documents(first: Document, second: Document) -> Document:
+    """Two reports of the same event as one longer document, paragraphs kept apart."""
+    sep = "\n\n"
+    offset = len(first.text) + len(sep)
+    ids = {e.id for e in first.entities}
+    rename = {e.id: (e.id if e.id not in ids else f"{e.id}_2") for e in second.entities}
+    entities = list(first.entities) + [Entity(rename[e.id], e.start + offset, e.end + offset, e.label)
+                                       for e in second.entities]
+    relations = list(first.relations) + [Relation(rename[r.head], rename[r.tail], r.label) for r in second.relations]
+    return Document(first.id, first.text + sep + second.text, entities, relations, _meta(first))
+
+
+AUGMENTATIONS: Dict[str, Callable[[Document, random.Random], Document]] = {
+    "quotes": quote_names, "spelling": spelling_variants, "diacritics": diacritics, "digits": arabic_indic_digits,
+}
+KNOWN = tuple(AUGMENTATIONS) + ("join",)
+
+
+class Augmenter:
+    """Applies each named augmentation to a document with probability `rate`, seeded per (seed, epoch, index)."""
+
+    def __init__(self, names: Sequence[str], rate: float, seed: int, docs: Sequence[Document]):
+        unknown = [n for n in names if n not in KNOWN]
+        if unknown:
+            raise ValueError(f"unknown augmentation(s) {', '.join(unknown)}; known: {', '.join(KNOWN)}")
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"augmentation rate must be in [0, 1], got {rate}")
+        self.names, self.rate, self.seed = list(names), rate, seed
+        self.same_event = _event_partners(docs) if "join" in self.names else {}
+        self.docs = docs
+
+    def __call__(self, index: int, epoch: int) -> Document:
+        rng = random.Random(f"{self.seed}/{epoch}/{index}")
+        doc = self.docs[index]
+        partners = self.same_event.get(index)
+        if partners and rng.random() < self.rate:
+            doc = join_documents(doc, self.docs[rng.choice(partners)])
+        for name in self.names:
+            if name != "join" and rng.random() < self.rate:
+                doc = AUGMENTATIONS[name](doc, rng)
+        return doc
+
+
+def _event_partners(docs: Sequence[Document]) -> Dict[int, List[int]]:
+    """Index -> other documents of the same event (meta 'event'), for joining."""
+    by_event: Dict[str, List[int]] = {}
+    for i, d in enumerate(docs):
+        event = (d.meta or {}).get("event")
+        if event:
+            by_event.setdefault(str(event), []).append(i)
+    return {i: [j for j in group if j != i] for group in by_event.values() for i in group if len(group) > 1}
+
+
+def parse_names(spec: Optional[str]) -> List[str]:
+    """'quotes,diacritics' -> ['quotes', 'diacritics']; '' or None -> []."""
+    return [s.strip() for s in (spec or "").split(",") if s.strip()]
