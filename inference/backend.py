@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Protocol, Tuple
 
 import numpy as np
 
+from .calibration import Calibration
 from .onnx_spec import CONFIG_FILE, FORMAT_VERSION, TOKENIZER_FILE, graph_files
 from .scheme import Scheme, SchemeError
 
@@ -44,6 +45,7 @@ class ModelSpec:
     window_length: int = 256
     window_stride: int = 64
     decoding: str = "argmax"  # how tags become spans: "argmax" or "viterbi" (rasd.decode)
+    calibration: Calibration = field(default_factory=Calibration)  # raw score -> probability (rasd.calibration)
 
     def __post_init__(self):
         from .decode import DECODINGS
@@ -55,7 +57,8 @@ class ModelSpec:
 
     def to_dict(self) -> dict:
         return {"scheme": self.scheme.to_dict(), "id2tag": list(self.id2tag), "window_length": self.window_length,
-                "window_stride": self.window_stride, "decoding": self.decoding}
+                "window_stride": self.window_stride, "decoding": self.decoding,
+                "calibration": self.calibration.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "model config") -> "ModelSpec":
@@ -64,7 +67,14 @@ class ModelSpec:
             raise ModelFilesError(f"{where}: lacks {', '.join(missing)}")
         return cls(scheme=Scheme.from_dict(d["scheme"], where=f"{where}: scheme"), id2tag=list(d["id2tag"]),
                    window_length=int(d["window_length"]), window_stride=int(d["window_stride"]),
-                   decoding=d.get("decoding", "argmax"))
+                   decoding=d.get("decoding", "argmax"), calibration=_calibration(d.get("calibration"), where))
+
+
+def _calibration(d, where: str) -> Calibration:
+    try:
+        return Calibration.from_dict(d)
+    except (TypeError, ValueError) as e:
+        raise ModelFilesError(f"{where}: bad calibration {d!r}: {e}") from None
 
 
 @dataclass

@@ -8,7 +8,7 @@ import importlib
 import json
 import os
 import sys
-from typing import List, Optional, TextIO, Tuple
+from typing import List, Optional
 
 TRAINING = {  # subcommand -> ("module" or "module:function", help); the function takes argv
     "train": ("rasd_train.train", "train a model from a YAML config"),
@@ -21,88 +21,85 @@ TRAINING = {  # subcommand -> ("module" or "module:function", help); the functio
 }
 
 
-def _read_inputs(paths: List[str], fmt: str) -> List[Tuple[str, Optional[str], Optional[str], str]]:
-    """(id, text or None, error or None, where) per input document."""
-    out = []
-    for path in paths:
-        if path == "-":
-            raw = sys.stdin.buffer.read()  # bytes: decoded strictly below, and stdin is never closed
-        else:
-            with open(path, "rb") as f:
-                raw = f.read()
-        try:
-            content = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            line = raw[:e.start].count(b"\n") + 1
-            out.append((f"line-{line}", None, f"not UTF-8 ({e.reason} at byte {e.start})",
-                        f"{'stdin' if path == '-' else path}:{line}"))
-            continue
-        name = "stdin" if path == "-" else path
-        kind = fmt
-        if kind == "auto":
-            kind = "jsonl" if content.lstrip().startswith("{") else "text"
-        if kind == "text":
-            stem = "stdin" if path == "-" else os.path.splitext(os.path.basename(path))[0]
-            text = content.strip("\n")
-            out.append((stem, text, None if text.strip() else "empty input", name))
-            continue
-        lines = content.split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()  # the final newline does not open an empty line
-        for n, line in enumerate(lines, 1):
-            where = f"{name}:{n}"
-            if not line.strip():
-                out.append((f"line-{n}", None, "empty line", where))
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                out.append((f"line-{n}", None, f"invalid JSON ({e.msg} at column {e.colno})", where))
-                continue
-            did = obj.get("id", f"line-{n}") if isinstance(obj, dict) else f"line-{n}"
-            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-                out.append((str(did), None, "no 'text' string in this JSON line", where))
-                continue
-            if not obj["text"].strip():
-                out.append((str(did), None, "empty 'text'", where))
-                continue
-            out.append((str(did), obj["text"], None, where))
-    return out
+def _stream_setup(args):
+    """Inputs expanded and checked; returns (paths, total or None), or an exit code on bad input."""
+    from .sources import InputError, expand_inputs, iter_inputs
+    from .stream import BadInput, check_inputs
+    try:
+        paths = expand_inputs(args.input or ["-"])
+        if "-" in paths or args.skip_errors:
+            return paths, None  # stdin cannot be read twice; bad records are caught as they stream by
+        total, bad, n_bad = check_inputs(iter_inputs(paths, args.format, args.text_column, args.id_column))
+    except (InputError, BadInput) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if bad:
+        for msg in bad:
+            print(msg, file=sys.stderr)
+        print(f"{n_bad} bad input record(s); fix them or pass --skip-errors", file=sys.stderr)
+        return 2
+    return paths, total
+
+
+def _load_extractor(args, threads: Optional[int] = None):
+    from .extractor import Extractor
+    return Extractor.from_pretrained(args.model, revision=args.revision, quantized=not args.fp32,
+                                     threads=threads or args.threads or None, min_entity_score=args.min_entity_score,
+                                     min_relation_score=args.min_relation_score)
+
+
+def _progress(args, total):
+    from .stream import Progress
+    return Progress(total, enabled=args.progress or sys.stderr.isatty())
 
 
 def cmd_predict(args) -> int:
-    from .extractor import Extractor
     from .hub import ModelFilesError
-    inputs = _read_inputs(args.input or ["-"], args.format)
-    errors = [(i, e, w) for i, t, e, w in inputs if e]
-    if errors and not args.skip_errors:
-        for _, e, w in errors[:20]:
-            print(f"{w}: {e}", file=sys.stderr)
-        print(f"{len(errors)} bad input line(s); fix them or pass --skip-errors", file=sys.stderr)
+    from .sinks import JsonlSink, done_ids
+    from .sources import InputError, iter_inputs
+    from .stream import BadInput, extractor_predictor, run_stream
+    if args.resume and args.output == "-":
+        print("error: --resume needs --output FILE (it skips the ids already in that file)", file=sys.stderr)
         return 2
+    setup = _stream_setup(args)
+    if isinstance(setup, int):
+        return setup
+    paths, total = setup
     try:
-        ex = Extractor.from_pretrained(args.model, revision=args.revision, quantized=not args.fp32,
-                                       threads=args.threads or None, min_entity_score=args.min_entity_score,
-                                       min_relation_score=args.min_relation_score)
+        ex = _load_extractor(args)
+        skip = done_ids(args.output) if args.resume else set()
     except (ModelFilesError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    good = [(i, t) for i, t, e, _ in inputs if not e]
-    docs = ex.extract_batch([t for _, t in good], batch_size=args.batch_size, doc_ids=[i for i, _ in good]) \
-        if good else []
-    by_pos = iter(docs)
-    out: TextIO = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
+    predict = extractor_predictor(ex, args.batch_size)
+    html_docs = []
+    if args.html:  # the HTML view holds every document: meant for small inputs
+        def predict(texts, ids, _inner=predict):
+            from .schema import Document
+            recs = _inner(texts, ids)
+            html_docs.extend(Document.from_dict(r) for r in recs)
+            return recs
+    sink = JsonlSink(args.output, append=args.resume)
+    progress = _progress(args, total)
     try:
-        for did, text, err, where in inputs:
-            rec = {"id": did, "error": f"{where}: {err}"} if err else next(by_pos).to_dict()
-            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        counts = run_stream(iter_inputs(paths, args.format, args.text_column, args.id_column), predict, sink.write,
+                            chunk_size=args.chunk_size, skip_errors=args.skip_errors, skip_ids=skip,
+                            progress=progress)
+    except (BadInput, InputError) as e:
+        progress.close()
+        print(f"error: {e}", file=sys.stderr)
+        if args.output != "-":
+            print("records before it were written; fix the input and rerun with --resume", file=sys.stderr)
+        return 2
     finally:
-        if out is not sys.stdout:  # never close the process's stdout
-            out.close()
+        sink.close()
+    progress.close()
+    if args.resume:
+        print(f"{counts.skipped} document(s) already in {args.output} skipped", file=sys.stderr)
     if args.html:
         from .render import render_html
         with open(args.html, "w", encoding="utf-8") as f:
-            f.write(render_html(docs, scheme=ex.scheme))
+            f.write(render_html(html_docs, scheme=ex.scheme))
         print(f"HTML view written to {args.html}", file=sys.stderr)
     return 0
 
@@ -159,28 +156,50 @@ def _run_training(name: str, argv: List[str]) -> int:
     return getattr(importlib.import_module(module), func or "main")(argv) or 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="rasd", description="رصد: Arabic extraction of military bases, forces, "
-                                 "operations, locations and withdrawal/handover relations.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("predict", help="extract entities and relations (JSONL or plain text in, JSONL out)")
+def _input_args(p) -> None:
+    p.add_argument("--input", action="append", help="input file, directory or glob (repeatable; '-' = stdin, "
+                                                    "the default)")
+    p.add_argument("--format", choices=["auto", "jsonl", "text", "parquet"], default="auto",
+                   help="jsonl: one {id, text} per line; text: each file is one document; parquet: one per row; "
+                        "auto: from the suffix (.jsonl .ndjson .json .txt .parquet), else guess")
+    p.add_argument("--text-column", default="text", help="Parquet: the column holding the text")
+    p.add_argument("--id-column", default=None, help="Parquet: the column holding the id (default: 'id' if "
+                                                     "present, else row-N)")
+
+
+def _model_args(p) -> None:
     p.add_argument("--model", required=True, help="exported model directory or Hub repo id")
     p.add_argument("--revision", help="Hub revision (branch, tag or commit) to pin")
-    p.add_argument("--input", action="append", help="input file (repeatable; '-' = stdin, the default)")
-    p.add_argument("--format", choices=["auto", "jsonl", "text"], default="auto",
-                   help="jsonl: one {id, text} per line; text: each file is one document; auto: guess")
-    p.add_argument("--output", default="-", help="prediction JSONL ('-' = stdout)")
-    p.add_argument("--html", help="also write a right-to-left HTML view here")
-    p.add_argument("--skip-errors", action="store_true", help="write an error record for bad lines instead of "
-                                                              "stopping")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="windows per encoder call")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0 = the cores this process may "
                                                            "use, from its CPU affinity)")
     p.add_argument("--fp32", action="store_true", help="use the FP32 graphs even if INT8 ones are published")
     p.add_argument("--min-entity-score", type=float, default=0.0,
                    help="drop entities scoring below this (0..1), and their relations; see the model card's table")
     p.add_argument("--min-relation-score", type=float, default=0.0, help="drop relations scoring below this (0..1)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="rasd", description="رصد: Arabic extraction of military bases, forces, "
+                                 "operations, locations and withdrawal/handover relations.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("predict", help="extract entities and relations (JSONL, text or Parquet in; JSONL out), "
+                                       "streaming")
+    _input_args(p)
+    p.add_argument("--output", default="-", help="prediction JSONL ('-' = stdout)")
+    p.add_argument("--resume", action="store_true", help="append to --output, skipping the ids already in it "
+                                                         "(continue a killed job)")
+    p.add_argument("--html", help="also write a right-to-left HTML view here (holds every document: small inputs)")
+    p.add_argument("--skip-errors", action="store_true", help="write an error record for bad lines instead of "
+                                                              "stopping")
+    p.add_argument("--chunk-size", type=int, default=128, help="documents read, predicted and written at a time "
+                                                               "(memory is bounded by this, not by the input)")
+    p.add_argument("--progress", action="store_true", help="show documents, docs/s and ETA on stderr (on by "
+                                                           "default when stderr is a terminal)")
+    _model_args(p)
     p.set_defaults(func=cmd_predict)
+    from .batch import add_batch_parser
+    add_batch_parser(sub)
     v = sub.add_parser("validate", help="check JSONL files against the annotation scheme")
     v.add_argument("files", nargs="+")
     v.add_argument("--prediction", action="store_true", help="also require scores and entity texts")

@@ -123,8 +123,10 @@ def predict(texts: Sequence[str], tokenizer, spec: ModelSpec, backend: Backend, 
     jobs: Dict[int, List[_PairJob]] = {}
     for d in docs:
         word_probs = merge_windows(len(d.tt.words), d.windows, d.window_probs)
-        doc = Document(id=doc_ids[d.index] if doc_ids else str(d.index), text=d.tt.text,
-                       entities=decode_tags(d.tt, word_probs, spec.id2tag, spec.decoding))
+        entities = decode_tags(d.tt, word_probs, spec.id2tag, spec.decoding)
+        for e in entities:
+            e.score = spec.calibration.entities(e.score)
+        doc = Document(id=doc_ids[d.index] if doc_ids else str(d.index), text=d.tt.text, entities=entities)
         results.append(doc)
         for bi, js in _pair_jobs(d, doc, spec).items():
             jobs.setdefault(bi, []).extend(js)
@@ -138,7 +140,8 @@ def predict(texts: Sequence[str], tokenizer, spec: ModelSpec, backend: Backend, 
             head, tail = doc.entities[j.head], doc.entities[j.tail]
             label, score = decode_relation(lg, head.label, tail.label, spec.scheme)
             if label != NO_RELATION:
-                doc.relations.append(Relation(head=head.id, tail=tail.id, label=label, score=score))
+                doc.relations.append(Relation(head=head.id, tail=tail.id, label=label,
+                                              score=spec.calibration.relations(score)))
     for d, doc in zip(docs, results):
         doc.relations.sort(key=lambda r: (int(r.head[1:]), int(r.tail[1:]), r.label))
         if d.warnings:

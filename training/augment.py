@@ -118,6 +118,11 @@ def diacritics(doc: Document, rng: random.Random, rate: float = 0.6, tatweel_rat
     return _insert(doc, ins)
 
 
+def dehamzate(doc: Document, rng: Optional[random.Random] = None) -> Document:
+    """Every hamza-carrying alef written bare (أ إ آ -> ا), as much online copy is."""
+    return _substitute(doc, {"أ": "ا", "إ": "ا", "آ": "ا"}, 1.0, rng or random.Random(0))
+
+
 def arabic_indic_digits(doc: Document, rng: random.Random) -> Document:
     """Western digits written as Arabic-Indic digits, as many outlets do."""
     return _substitute(doc, ARABIC_INDIC, 1.0, rng)

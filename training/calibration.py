@@ -8,8 +8,12 @@ A prediction is correct when it matches a gold one strictly, as in scoring.
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, List, Sequence, Tuple
 
+import numpy as np
+
+from rasd.calibration import IDENTITY, Calibration, Platt
 from rasd.pipeline import apply_thresholds
 from rasd.schema import Document
 
@@ -66,4 +70,37 @@ def report(gold: Sequence[Document], pred: Sequence[Document], scheme=None) -> d
             "calibration": {k: calibration(v) for k, v in outcomes.items()}}
 
 
-__all__ = ["THRESHOLDS", "calibration", "report", "scored_outcomes", "threshold_table"]
+def fit_platt(outcomes: Sequence[Tuple[float, bool]], min_count: int = 50, iterations: int = 50) -> Platt:
+    """The Platt map (a, b) that maximises the likelihood of `outcomes` (score, correct); Newton's method.
+
+    Too few predictions, or only right (or only wrong) ones, cannot say
+    what a score means: the identity is kept then.
+    """
+    if len(outcomes) < min_count or len({c for _, c in outcomes}) < 2:
+        return IDENTITY
+    s = np.clip(np.array([o[0] for o in outcomes], dtype=np.float64), 1e-6, 1 - 1e-6)
+    y = np.array([float(o[1]) for o in outcomes])
+    x = np.stack([np.log(s / (1 - s)), np.ones_like(s)], axis=1)
+    w = np.array([1.0, 0.0])
+    for _ in range(iterations):
+        p = 1 / (1 + np.exp(-(x @ w)))
+        grad = x.T @ (p - y)
+        hess = (x * (p * (1 - p))[:, None]).T @ x + 1e-6 * np.eye(2)  # ridge keeps it invertible
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    a, b = float(w[0]), float(w[1])
+    if not (math.isfinite(a) and math.isfinite(b)) or a <= 0:
+        return IDENTITY  # a non-increasing map would reorder scores: keep the raw ones
+    return Platt(a, b)
+
+
+def fit_calibration(gold: Sequence[Document], pred: Sequence[Document]) -> Calibration:
+    """Entity and relation maps fitted on predictions made with raw scores (dev)."""
+    outcomes = scored_outcomes(gold, pred)
+    return Calibration(entities=fit_platt(outcomes["entities"]), relations=fit_platt(outcomes["relations"]))
+
+
+__all__ = ["THRESHOLDS", "calibration", "fit_calibration", "fit_platt", "report", "scored_outcomes",
+           "threshold_table"]

@@ -29,6 +29,33 @@ def _row(split: str, m: Optional[dict]) -> str:
             f"{_f(r['f1'])} | {_f(m['partial']['relations']['micro']['f1'])} |")
 
 
+def _threshold_rows(m: Optional[dict]) -> str:
+    if not m or "thresholds" not in m:
+        return "| n/a | | | | | | |"
+    return "\n".join(f"| {r['threshold']:.2f} | {_f(r['entities']['precision'])} | {_f(r['entities']['recall'])} | "
+                     f"{_f(r['entities']['f1'])} | {_f(r['relations']['precision'])} | "
+                     f"{_f(r['relations']['recall'])} | {_f(r['relations']['f1'])} |" for r in m["thresholds"])
+
+
+def _calibration_section(summary: dict) -> str:
+    cal = summary.get("calibration")
+    ece = {s: summary[s]["calibration"] for s in ("dev", "test") if summary.get(s, {}).get("calibration")}
+    if not cal or not ece:
+        return "Scores are the model's raw probabilities (no calibration was fitted in this run)."
+    lines = ["Scores are calibrated: a Platt map per kind, p' = sigmoid(a·logit(p) + b), fitted on dev after "
+             "training and stored in the model's config. It keeps the order of scores, so no prediction and no F1 "
+             "changes. Expected calibration error (10 equal-width bins; lower is better):", "",
+             "| | entities | relations |", "|---|---|---|",
+             f"| dev, raw scores | {cal['dev_ece_raw']['entities']:.3f} | {cal['dev_ece_raw']['relations']:.3f} |"]
+    for split, c in ece.items():
+        note = " (in-sample: fitted here)" if split == "dev" else ""
+        lines.append(f"| {split}, calibrated{note} | {c['entities']['ece']:.3f} | {c['relations']['ece']:.3f} |")
+    lines += ["", f"Maps: entities a={cal['entities']['a']:.3f}, b={cal['entities']['b']:.3f}; relations "
+                  f"a={cal['relations']['a']:.3f}, b={cal['relations']['b']:.3f}. The reliability bins are in "
+                  f"`train_summary.json`."]
+    return "\n".join(lines)
+
+
 def render_card(summary: dict, export_report: Optional[dict], model_name: str = "rasd",
                 repo_hint: str = "org/rasd-model", hardware: Optional[str] = None) -> str:
     cfg = summary.get("config", {})
@@ -75,7 +102,9 @@ def render_card(summary: dict, export_report: Optional[dict], model_name: str = 
         "hardware": hardware or summary.get("hardware", "hardware not recorded"),
         "test_entity_f1": _f(test["strict"]["entities"]["micro"]["f1"]) if test else "null",
         "test_relation_f1": _f(test["strict"]["relations"]["micro"]["f1"]) if test else "null",
-        "results_rows": "\n".join(_row(s, summary.get(s)) for s in ("dev", "test")),
+        "results_rows": "\n".join(_row(s.replace("_", " "), summary.get(s))
+                                   for s in ("dev", "test", "seed_articles")),
+        "threshold_rows": _threshold_rows(summary.get("dev")), "calibration_section": _calibration_section(summary),
         "label_rows": labels, "onnx_section": onnx_section,
     }
     with open(TEMPLATE, encoding="utf-8") as f:

@@ -14,6 +14,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 
 import rasd
+from rasd.calibration import Calibration
 from rasd.backend import ModelSpec
 from rasd.pairs import DISTANCE_BUCKETS
 from rasd.scheme import Scheme, builtin_scheme
@@ -29,7 +30,7 @@ class RasdConfig(PretrainedConfig):
                  window_length: int = 256, window_stride: int = 64, dropout: float = 0.1, type_embedding_dim: int = 32,
                  distance_embedding_dim: int = 16, relation_hidden_size: int = 256,
                  relation_loss_weight: float = 1.0, relation_left_context: int = 0, encoder_name: str = "",
-                 rasd_version: str = "", decoding: str = "argmax", **kwargs):
+                 rasd_version: str = "", decoding: str = "argmax", calibration: Optional[dict] = None, **kwargs):
         self.encoder_config = encoder_config or {}
         self.scheme = scheme if scheme is not None else _legacy_scheme(kwargs)
         self.rasd_version = rasd_version or rasd.__version__
@@ -47,6 +48,7 @@ class RasdConfig(PretrainedConfig):
         self.relation_left_context = relation_left_context
         self.encoder_name = encoder_name
         self.decoding = decoding  # tags -> spans: "argmax" or "viterbi" (rasd.decode)
+        self.calibration = calibration or {}  # score maps fitted on dev (rasd.calibration); {} = raw scores
         tags = self.scheme_obj().bio_tags()
         kwargs.setdefault("id2label", {i: t for i, t in enumerate(tags)})
         kwargs.setdefault("label2id", {t: i for i, t in enumerate(tags)})
@@ -61,7 +63,8 @@ class RasdConfig(PretrainedConfig):
 
     def spec(self) -> ModelSpec:
         return ModelSpec(scheme=self.scheme_obj(), id2tag=self.tags, window_length=self.window_length,
-                         window_stride=self.window_stride, decoding=self.decoding)
+                         window_stride=self.window_stride, decoding=self.decoding,
+                         calibration=Calibration.from_dict(self.calibration))
 
     def encoder_hf_config(self):
         cfg = dict(self.encoder_config)

@@ -33,9 +33,11 @@ from .batching import DocumentWindows, LengthBucketSampler, collate_documents
 from .config import RunConfig, TrainArgs, load_config
 from .curves import plot_curves
 from .data import documents, load_corpus
-from .metrics import headline
+from .calibration import calibration, fit_calibration, scored_outcomes
+from .calibration import report as calibration_report
+from .metrics import headline, score
 from .modeling import RasdConfig, RasdModel
-from .predict import evaluate_docs
+from .predict import evaluate_docs, torch_predict
 
 
 @dataclass
@@ -185,26 +187,49 @@ def evaluate_and_keep_best(run: Run, accelerator: Accelerator, model, tokenizer,
     return broadcast_object_list(stop)[0]
 
 
+def calibrate_best(best: RasdModel, tokenizer, dev: List[Document], best_dir: str) -> dict:
+    """Fit the score maps on dev predictions of the best model and save them into its config."""
+    raw = torch_predict(best, tokenizer, dev)
+    cal = fit_calibration(dev, raw)
+    best.config.calibration = cal.to_dict()
+    best.save_pretrained(best_dir, safe_serialization=True)
+    ece = {k: calibration(v)["ece"] for k, v in scored_outcomes(dev, raw).items()}
+    return {"fitted_on": "dev", **cal.to_dict(), "dev_ece_raw": ece}
+
+
 def final_summary(run: Run, cfg: RunConfig, corpus: Corpus, tokenizer, accelerator: Accelerator,
                   started: float, config_path: Optional[str], train_windows: int) -> dict:
-    """Dev and test metrics of the best model, with what produced it; written to train_summary.json."""
+    """Dev and test metrics of the best model, with what produced it; written to train_summary.json.
+
+    Scores are calibrated on dev first (rasd.calibration), so the threshold
+    tables and ECE below are of the scores the service will report; dev's
+    ECE after calibration is in-sample, test's is not.
+    """
     plot_curves(run.metrics_path, os.path.join(run.out_dir, "curves.png"))
+    train_wall = round(time.time() - started, 1)
     best = RasdModel.from_pretrained(run.best_dir)
     summary = {"config": cfg.to_dict(), "config_path": config_path, "best_step": run.state["best_step"],
                "steps": run.state["step"], "train_documents": len(corpus.train), "train_windows": train_windows,
-               "train_wall_s": round(time.time() - started, 1), "processes": accelerator.num_processes,
+               "train_wall_s": train_wall, "processes": accelerator.num_processes,
                "parameters": sum(p.numel() for p in best.parameters()), "scheme": corpus.scheme.to_dict(),
                "hardware": (torch.cuda.get_device_name(0) if torch.cuda.is_available()
                             else f"CPU ({os.cpu_count()} cores)") + f", precision {cfg.train.mixed_precision}"}
-    for split in ("dev", "test"):
-        docs = documents(corpus.splits[split])
+    dev = documents(corpus.splits["dev"])
+    if dev and cfg.train.calibrate:
+        summary["calibration"] = calibrate_best(best, tokenizer, dev, run.best_dir)
+    test = documents(corpus.splits["test"])
+    sets = {"dev": dev, "test": test, "seed_articles": [d for d in test if d.id.startswith("seed-")]}
+    for split, docs in sets.items():
         if docs:
-            summary[split] = evaluate_docs(best, tokenizer, docs)
+            preds = torch_predict(best, tokenizer, docs)
+            summary[split] = {**score(docs, preds, scheme=corpus.scheme),
+                              **calibration_report(docs, preds, corpus.scheme)}
             print(f"{split}: " + ", ".join(f"{k} {v:.3f}" for k, v in headline(summary[split]).items()))
     summary["total_wall_s"] = round(time.time() - started, 1)
     with open(os.path.join(run.out_dir, "train_summary.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, ensure_ascii=False, indent=1)
-    print(f"model saved to {run.best_dir} (best step {run.state['best_step']}); wall time {summary['total_wall_s']} s")
+    print(f"model saved to {run.best_dir} (best step {run.state['best_step']}); training {train_wall} s, "
+          f"wall time {summary['total_wall_s']} s")
     return summary
 
 
