@@ -243,3 +243,22 @@ def test_evaluate_command_writes_metrics_calibration_and_predictions(trained_run
     assert [r["threshold"] for r in m["thresholds"]][0] == 0.0
     assert 0.0 <= m["calibration"]["entities"]["ece"] <= 1.0
     assert (out / "predictions.jsonl").exists() and (out / "confusion.png").exists()
+
+
+def test_frozen_embeddings_and_layers_do_not_move(mini_docs):
+    from rasd_train.train import freeze
+    _, model, batch = _tiny_model_and_batch(mini_docs)
+    n = freeze(model, embeddings=True, layers=1)
+    frozen = {k: v.clone() for k, v in model.named_parameters() if not v.requires_grad}
+    assert n == sum(v.numel() for v in frozen.values()) and any(k.startswith("encoder.embeddings") for k in frozen)
+    assert any(".layer.0." in k for k in frozen)
+    trainable = {k: v.clone() for k, v in model.named_parameters() if v.requires_grad}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    model(**batch)["loss"].backward()
+    opt.step()
+    now = dict(model.named_parameters())
+    assert all(torch.equal(now[k], v) for k, v in frozen.items())
+    assert any(not torch.equal(now[k], v) for k, v in trainable.items())
+    with pytest.raises(ValueError, match="exceeds the encoder's 1 layers"):
+        freeze(model, embeddings=False, layers=2)

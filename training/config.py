@@ -75,6 +75,10 @@ class TrainArgs:
     eval_every: int = field(default=0, metadata={"help": "Evaluate on dev every N optimizer steps (0 = each epoch)."})
     early_stopping_patience: int = field(default=4, metadata={"help": "Evaluations without dev improvement "
                                                                        "before stopping (0 = never)."})
+    freeze_embeddings: bool = field(default=False, metadata={"help": "Keep the encoder's embeddings fixed (no "
+                                                                     "gradient: cheaper steps on CPU)."})
+    freeze_layers: int = field(default=0, metadata={"help": "Keep the encoder's lowest N transformer layers fixed "
+                                                            "(backward stops above them)."})
     calibrate: bool = field(default=True, metadata={"help": "Fit the score calibration (rasd.calibration) on dev "
                                                             "after training and store it in the model."})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch default)."})

@@ -98,6 +98,23 @@ def build_model(cfg: RunConfig, tokenizer, scheme: Scheme) -> RasdModel:
     return model
 
 
+def freeze(model: RasdModel, embeddings: bool, layers: int) -> int:
+    """Stop gradients into the embeddings and the lowest `layers` transformer layers; returns frozen parameters."""
+    enc = model.encoder
+    blocks = getattr(getattr(enc, "encoder", None), "layer", None)
+    if layers and blocks is None:
+        raise ValueError("train.freeze_layers: this encoder has no encoder.layer list to freeze")
+    if layers > len(blocks or []):
+        raise ValueError(f"train.freeze_layers {layers} exceeds the encoder's {len(blocks)} layers")
+    modules = ([enc.embeddings] if embeddings else []) + list((blocks or [])[:layers])
+    frozen = 0
+    for m in modules:
+        for p in m.parameters():
+            p.requires_grad_(False)
+            frozen += p.numel()
+    return frozen
+
+
 def shared_tokenizer(cfg: RunConfig, accelerator: Accelerator, texts: List[str], tok_dir: str, resume: bool):
     """The main process prepares the tokenizer (converting the encoder if needed) once; the others load
     the very same files: training a WordPiece vocabulary twice is not guaranteed to give identical ids."""
@@ -249,6 +266,8 @@ def train(cfg: RunConfig, resume: bool = False, config_path: Optional[str] = Non
     tokenizer = shared_tokenizer(cfg, accelerator, [d.text for d in corpus.train],
                                  os.path.join(t.output_dir, "tokenizer"), resume)
     model = build_model(cfg, tokenizer, corpus.scheme)
+    if t.freeze_embeddings or t.freeze_layers:
+        accelerator.print(f"frozen: {freeze(model, t.freeze_embeddings, t.freeze_layers):,} encoder parameters")
     loader, n_windows = make_loader(corpus.train, tokenizer, model, t)
 
     # 2) optimisation: AdamW, linear warm-up then linear decay to zero
