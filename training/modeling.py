@@ -98,6 +98,15 @@ def _span_mean(flat_hidden: torch.Tensor, row_start: torch.Tensor, starts: torch
     return (mask @ flat_hidden) / mask.sum(1, keepdim=True).clamp(min=1.0)
 
 
+def _layer_index(name: str) -> int:
+    """The transformer layer a weight belongs to (encoder.layer.N.…), or -1 for embeddings and the like."""
+    parts = name.split(".")
+    for a, b in zip(parts, parts[1:]):
+        if a == "layer" and b.isdigit():
+            return int(b)
+    return -1
+
+
 class RasdModel(PreTrainedModel):
     config_class = RasdConfig
     base_model_prefix = "rasd"
@@ -137,12 +146,23 @@ class RasdModel(PreTrainedModel):
             module.bias.data.zero_()
 
     @classmethod
-    def from_encoder(cls, encoder_name_or_path: str, **config_kwargs) -> "RasdModel":
-        """A fresh model around a pretrained encoder (Hub id or local dir)."""
+    def from_encoder(cls, encoder_name_or_path: str, keep_layers: int = 0, **config_kwargs) -> "RasdModel":
+        """A fresh model around a pretrained encoder (Hub id or local dir).
+
+        keep_layers > 0 keeps only the encoder's lowest N transformer layers
+        (the rest are dropped before training): half the layers is half the
+        compute in training and in service."""
         enc = AutoModel.from_pretrained(encoder_name_or_path)
-        config = RasdConfig(encoder_config=enc.config.to_dict(), encoder_name=encoder_name_or_path, **config_kwargs)
+        enc_cfg = enc.config.to_dict()
+        n_layers = enc_cfg.get("num_hidden_layers", 0)
+        if keep_layers:
+            if not 0 < keep_layers <= n_layers:
+                raise ValueError(f"encoder.keep_layers {keep_layers}: {encoder_name_or_path} has {n_layers} layers")
+            enc_cfg["num_hidden_layers"] = keep_layers
+        config = RasdConfig(encoder_config=enc_cfg, encoder_name=encoder_name_or_path, **config_kwargs)
         model = cls(config)
-        missing, unexpected = model.encoder.load_state_dict(enc.state_dict(), strict=False)
+        state = {k: v for k, v in enc.state_dict().items() if _layer_index(k) < (keep_layers or n_layers)}
+        missing, unexpected = model.encoder.load_state_dict(state, strict=False)
         bad = [k for k in missing if "pooler" not in k]
         if bad:
             raise RuntimeError(f"encoder weights missing after loading {encoder_name_or_path}: {bad[:5]}")

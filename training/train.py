@@ -91,7 +91,7 @@ def build_model(cfg: RunConfig, tokenizer, scheme: Scheme) -> RasdModel:
         enc = tiny_bert_config(len(tokenizer), e.hidden_size, e.num_layers, e.num_heads, e.intermediate_size,
                                max_position_embeddings=max(512, m.window_length))
         return RasdModel(RasdConfig(encoder_config=enc.to_dict(), encoder_name="tiny", **head_kwargs))
-    model = RasdModel.from_encoder(path, **head_kwargs)
+    model = RasdModel.from_encoder(path, keep_layers=e.keep_layers, **head_kwargs)
     max_pos = getattr(model.config.encoder_hf_config(), "max_position_embeddings", m.window_length)
     if m.window_length > max_pos:
         raise ValueError(f"model.window_length {m.window_length} exceeds the encoder's {max_pos} positions")
