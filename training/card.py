@@ -71,15 +71,19 @@ def render_card(summary: dict, export_report: Optional[dict], model_name: str = 
         lines = ["- ONNX FP32 vs torch: " + ", ".join(f"`{k}` max abs diff {v['max_abs_diff']:.1e}"
                                                       for k, v in p["outputs"].items()) +
                  f"; decoded predictions identical on {p['texts']} texts: {p['decoded_identical']}."]
-        if "fp32_dev" in export_report:
-            lines.append(f"- Dev F1, ONNX FP32: entities {_f(export_report['fp32_dev']['entity_f1'])}, relations "
-                         f"{_f(export_report['fp32_dev']['relation_f1'])}.")
-        if "int8_dev" in export_report:
+        if "fp32_gate" in export_report:
+            g = export_report.get("gate_documents", {})
+            lines.append(f"- F1 on dev and test together ({g.get('documents', '?')} documents, {g.get('relations', '?')} "
+                         f"gold relations), ONNX FP32: entities {_f(export_report['fp32_gate']['entity_f1'])}, "
+                         f"relations {_f(export_report['fp32_gate']['relation_f1'])}.")
+        if "int8_gate" in export_report:
             pub = "published" if export_report.get("int8_published") else "not published (over the 0.5 point gate)"
-            lines.append(f"- Dev F1, ONNX INT8 (worst over batch sizes "
-                         f"{', '.join(map(str, export_report.get('int8_dev_by_batch_size', {}))) or '16'}): entities "
-                         f"{_f(export_report['int8_dev']['entity_f1'])}, relations "
-                         f"{_f(export_report['int8_dev']['relation_f1'])}: {pub}.")
+            agree = export_report.get("int8_agreement", {})
+            lines.append(f"- ONNX INT8 (worst over batch sizes "
+                         f"{', '.join(map(str, export_report.get('int8_by_batch_size', {}))) or '16'}): entities "
+                         f"{_f(export_report['int8_gate']['entity_f1'])}, relations "
+                         f"{_f(export_report['int8_gate']['relation_f1'])}; decisions identical to FP32: entities "
+                         f"{_f(agree.get('entities'))}%, relations {_f(agree.get('relations'))}%: {pub}.")
         onnx_section = "\n".join(lines)
     else:
         onnx_section = "Not exported in this run."

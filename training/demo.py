@@ -75,8 +75,9 @@ def main(argv=None) -> int:
     p = report["parity"]
     print("ONNX FP32 vs torch: " + ", ".join(f"{k} max|diff| {v['max_abs_diff']:.1e}" for k, v in
                                            p["outputs"].items()) + f", decoded identical: {p['decoded_identical']}")
-    if "int8_dev" in report:
-        print(f"dev F1 FP32 {report['fp32_dev']} / INT8 {report['int8_dev']}: INT8 "
+    if "int8_gate" in report:
+        print(f"dev+test F1 FP32 {report['fp32_gate']} / INT8 {report['int8_gate']}, agreement "
+              f"{report['int8_agreement']}: INT8 "
               f"{'published' if report['int8_published'] else 'not published'}")
     print(f"export took {time.time() - t:.0f} s")
 

@@ -170,27 +170,52 @@ def parity_report(model, tokenizer, out_dir: str, texts: List[str], atol: float 
 
 
 INT8_GATE_BATCH_SIZES = (1, 16, 32)
+GATE_SPLITS = ("dev", "test")  # together: enough relations that one flipped decision is not half a point
 
 
-def onnx_f1(out_dir: str, docs: List[Document], int8: bool, batch_size: int = 16) -> dict:
-    """F1 of the ONNX graphs in out_dir (loaded the way the service loads them) on gold documents."""
+def onnx_predictions(out_dir: str, docs: List[Document], int8: bool, batch_size: int = 16) -> List[Document]:
+    """Predictions of the ONNX graphs in out_dir, loaded the way the service loads them."""
     m = load_exported(out_dir, quantized=int8, verify=False)
     if m.quantized != int8:
         raise GateFailure(f"{out_dir}: no {'INT8' if int8 else 'FP32'} graphs to gate")
-    preds = pipeline.predict_documents(docs, m.tokenizer, m.spec, m.backend, batch_size=batch_size)
-    return headline(score(docs, preds, scheme=m.spec.scheme))
+    return pipeline.predict_documents(docs, m.tokenizer, m.spec, m.backend, batch_size=batch_size)
 
 
-def int8_worst_f1(out_dir: str, docs: List[Document]) -> dict:
-    """INT8 F1 at several batch sizes, and the worst of each metric.
+def onnx_f1(out_dir: str, docs: List[Document], int8: bool, batch_size: int = 16) -> dict:
+    """F1 of the ONNX graphs in out_dir on gold documents."""
+    m = load_exported(out_dir, quantized=int8, verify=False)
+    return headline(score(docs, onnx_predictions(out_dir, docs, int8, batch_size), scheme=m.spec.scheme))
+
+
+def agreement(a: List[Document], b: List[Document]) -> dict:
+    """Share of identical decisions (entity span+label; relation head span, tail span, label): |A∩B| / |A∪B|."""
+    def keys(docs):
+        ents, rels = set(), set()
+        for i, d in enumerate(docs):
+            span = {e.id: (e.start, e.end, e.label) for e in d.entities}
+            ents |= {(i, *span[e.id]) for e in d.entities}
+            rels |= {(i, span[r.head], span[r.tail], r.label) for r in d.relations}
+        return ents, rels
+    (ea, ra), (eb, rb) = keys(a), keys(b)
+    share = lambda x, y: round(len(x & y) / len(x | y), 4) if x | y else 1.0  # noqa: E731
+    return {"entities": share(ea, eb), "relations": share(ra, rb)}
+
+
+def int8_gate(out_dir: str, docs: List[Document], fp32: List[Document]) -> dict:
+    """INT8 F1 and agreement with FP32 at several batch sizes, and the worst of each.
 
     Dynamic quantisation picks activation ranges per batch, so INT8 results
     depend on which windows share a batch; the gate must hold for all the
     batch sizes a service is likely to use, not just one.
     """
-    per = {b: onnx_f1(out_dir, docs, int8=True, batch_size=b) for b in INT8_GATE_BATCH_SIZES}
-    worst = {k: min(m[k] for m in per.values()) for k in next(iter(per.values()))}
-    return {"worst": worst, "by_batch_size": per}
+    scheme = load_exported(out_dir, quantized=True, verify=False).spec.scheme
+    per = {}
+    for b in INT8_GATE_BATCH_SIZES:
+        preds = onnx_predictions(out_dir, docs, int8=True, batch_size=b)
+        per[b] = {**headline(score(docs, preds, scheme=scheme)), "agreement": agreement(fp32, preds)}
+    worst = {k: min(m[k] for m in per.values()) for k in ("entity_f1", "relation_f1")}
+    worst_agreement = {k: min(m["agreement"][k] for m in per.values()) for k in ("entities", "relations")}
+    return {"worst": worst, "agreement": worst_agreement, "by_batch_size": per}
 
 
 def write_manifest(out_dir: str) -> None:
@@ -216,12 +241,13 @@ def export(model_dir: str, out_dir: str, quantize: bool = False, data_dir: Optio
     model = RasdModel.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     spec = model.config.spec()
-    dev: List[Document] = []
-    if data_dir and os.path.exists(os.path.join(data_dir, "dev.jsonl")):
-        dev = read_documents(os.path.join(data_dir, "dev.jsonl"), spec.scheme)
-        if max_eval_docs:
-            dev = dev[:max_eval_docs]
-    sample = [d.text for d in dev[:32]] or SAMPLE_TEXTS
+    gate_docs: List[Document] = []
+    for split in GATE_SPLITS:
+        path = os.path.join(data_dir or "", f"{split}.jsonl")
+        if data_dir and os.path.exists(path):
+            docs = read_documents(path, spec.scheme)
+            gate_docs += docs[:max_eval_docs] if max_eval_docs else docs
+    sample = [d.text for d in gate_docs[:32]] or SAMPLE_TEXTS
     parent = os.path.dirname(os.path.abspath(out_dir)) or "."
     os.makedirs(parent, exist_ok=True)
     report = {"model_dir": model_dir}
@@ -235,20 +261,24 @@ def export(model_dir: str, out_dir: str, quantize: bool = False, data_dir: Optio
         report["parity"] = parity_report(model, tokenizer, tmp, sample)
         if not report["parity"]["passed"]:
             raise GateFailure("ONNX FP32 differs from torch: " + json.dumps(report["parity"], ensure_ascii=False))
-        if dev:
-            report["fp32_dev"] = onnx_f1(tmp, dev, int8=False)
+        if gate_docs:
+            report["gate_documents"] = {"splits": [s for s in GATE_SPLITS], "documents": len(gate_docs),
+                                        "relations": sum(len(d.relations) for d in gate_docs)}
+            fp32_preds = onnx_predictions(tmp, gate_docs, int8=False)
+            report["fp32_gate"] = headline(score(gate_docs, fp32_preds, scheme=spec.scheme))
         if quantize:
             quantize_int8(tmp)
-            if dev:
-                int8 = int8_worst_f1(tmp, dev)
-                report["int8_dev"] = int8["worst"]
-                report["int8_dev_by_batch_size"] = int8["by_batch_size"]
-                drops = {k: report["fp32_dev"][k] - report["int8_dev"][k] for k in ("entity_f1", "relation_f1")}
+            if gate_docs:
+                int8 = int8_gate(tmp, gate_docs, fp32_preds)
+                report["int8_gate"] = int8["worst"]
+                report["int8_agreement"] = int8["agreement"]
+                report["int8_by_batch_size"] = int8["by_batch_size"]
+                drops = {k: report["fp32_gate"][k] - report["int8_gate"][k] for k in ("entity_f1", "relation_f1")}
                 report["int8_drop"] = drops
                 report["int8_published"] = all(v <= int8_tolerance for v in drops.values())
             else:
                 report["int8_published"] = False
-                report["int8_note"] = "no dev split given, so INT8 could not be gated"
+                report["int8_note"] = "no dev/test split given, so INT8 could not be gated"
             if not report["int8_published"]:
                 for g in (ENCODER, RELATION):
                     os.remove(os.path.join(tmp, g["int8_file"]))
@@ -275,8 +305,8 @@ def main(argv=None) -> int:
     ap.add_argument("model_dir", help="a trained model directory (rasd train's OUTPUT_DIR/model)")
     ap.add_argument("out_dir", help="where the exported model goes (replaced only if the gate passes)")
     ap.add_argument("--quantize", action="store_true", help="also publish INT8 graphs if they pass the F1 gate")
-    ap.add_argument("--data", default="data/corpus", help="corpus folder whose dev split gates INT8")
-    ap.add_argument("--max-eval-docs", type=int, default=0, help="gate on the first N dev documents only")
+    ap.add_argument("--data", default="data/corpus", help="corpus folder whose dev and test splits gate INT8")
+    ap.add_argument("--max-eval-docs", type=int, default=0, help="gate on the first N documents of each split only")
     args = ap.parse_args(argv)
     try:
         report = export(args.model_dir, args.out_dir, quantize=args.quantize, data_dir=args.data,
@@ -288,10 +318,11 @@ def main(argv=None) -> int:
     print("parity FP32 vs torch: " + ", ".join(f"{k} max|diff| {v['max_abs_diff']:.2e}"
                                                for k, v in p["outputs"].items()) +
           f"; decoded identical on {p['texts']} texts")
-    if "fp32_dev" in report:
-        print(f"dev FP32: {report['fp32_dev']}")
-    if "int8_dev" in report:
-        print(f"dev INT8: {report['int8_dev']} -> {'published' if report['int8_published'] else 'NOT published'}"
+    if "fp32_gate" in report:
+        print(f"dev+test FP32: {report['fp32_gate']}")
+    if "int8_gate" in report:
+        print(f"dev+test INT8 (worst over batch sizes): {report['int8_gate']}, agreement with FP32 "
+              f"{report['int8_agreement']} -> {'published' if report['int8_published'] else 'NOT published'}"
               f" (drop {report['int8_drop']})")
     print(f"exported to {args.out_dir}")
     return 0
