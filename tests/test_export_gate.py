@@ -31,3 +31,24 @@ def test_agreement_counts_identical_decisions():
     # one of three distinct entities is shared twice; the relation's tail moved, so no relation is shared
     assert agreement(a, moved) == {"entities": round(1 / 3, 4), "relations": 0.0}
     assert agreement([Document("e", "x")], [Document("e", "x")]) == {"entities": 1.0, "relations": 1.0}
+
+
+def test_static_int8_is_calibrated_on_train_and_independent_of_batch_mates(trained_run, mini_corpus, tmp_path):
+    import onnx
+
+    from rasd import Extractor
+    from rasd_train.export import export
+    run_dir, _ = trained_run
+    out = str(tmp_path / "static")
+    r = export(os.path.join(run_dir, "model"), out, quantize=True, data_dir=mini_corpus, int8_tolerance=1.0,
+               int8_recipe="static")
+    assert r["int8_published"] and r["int8_recipe"]["recipe"] == "static"
+    ops = {n.op_type for n in onnx.load(os.path.join(out, "encoder.int8.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "DynamicQuantizeLinear" not in ops
+    ex = Extractor(out)
+    text = "انسحبت القوات الأمريكية من قاعدة التنف وسلّمتها إلى الحكومة السورية."
+    other = "أعلن الجيش العراقي بدء عملية «قادمون يا نينوى» شمال الموصل في محافظة نينوى بعد أسابيع من التحضير " * 3
+    alone = ex.extract_batch([text], doc_ids=["x"])[0].to_dict()
+    with_mates = ex.extract_batch([other, text, other], batch_size=3, doc_ids=["a", "x", "b"])[1].to_dict()
+    assert alone == with_mates and alone["entities"]
+    assert r["int8_recipe"]["relation_graph"] == "fp32"

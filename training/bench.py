@@ -50,9 +50,9 @@ def int8_dir(export_dir: str, scratch: str) -> str:
     from rasd.onnx_spec import graph_files
     if graph_files(os.listdir(export_dir), quantized=True)[0].endswith(".int8.onnx"):
         return export_dir
-    from .export import quantize_int8
+    from .quantize import quantize_graphs
     shutil.copytree(export_dir, scratch, dirs_exist_ok=True)
-    quantize_int8(scratch)
+    quantize_graphs(scratch)  # the default recipe (a static recipe would need calibration texts)
     return scratch
 
 

@@ -21,7 +21,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from rasd.schema import Document, read_documents
 
 from .metrics import headline, score
 from .modeling import RasdModel, TorchBackend
+from .quantize import DEFAULT_RECIPE, RECIPES, calibration_batches, quantize_graphs
 
 INT8_TOLERANCE = 0.005  # F1, absolute (0.5 point)
 SAMPLE_TEXTS = [
@@ -92,25 +93,6 @@ def export_graphs(model: RasdModel, tokenizer, out_dir: str) -> None:
                "distance_bucket": [2, 0, 5]}
     pairs = tuple(torch.tensor(example[name]) for name in PAIR_INPUTS)
     _export(RelationGraph(model), (hidden,) + pairs, RELATION, os.path.join(out_dir, RELATION["file"]))
-
-
-def quantize_int8(out_dir: str) -> None:
-    """Dynamic INT8 (weights per channel, activations at run time) of both graphs.
-
-    The feed-forward output projections stay FP32: after GELU their inputs
-    have the widest range, and on the default model quantising them cost 0.8
-    dev entity F1 points of the 0.9 lost in all (measured on dev, see the
-    issue notes); every other MatMul and Gemm is quantised.
-    """
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    for g in (ENCODER, RELATION):
-        src = os.path.join(out_dir, g["file"])
-        graph = onnx.load(src, load_external_data=False).graph
-        keep_fp32 = [n.name for n in graph.node if n.op_type == "MatMul" and n.name.endswith("/output/dense/MatMul")
-                     and "/attention/" not in n.name]
-        quantize_dynamic(src, os.path.join(out_dir, g["int8_file"]), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=keep_fp32)
 
 
 def _outputs(backend, tokenizer, spec, texts):
@@ -231,10 +213,13 @@ def write_manifest(out_dir: str) -> None:
 
 def export(model_dir: str, out_dir: str, quantize: bool = False, data_dir: Optional[str] = None,
            max_eval_docs: int = 0, card_metrics: Optional[dict] = None,
-           int8_tolerance: float = INT8_TOLERANCE) -> dict:
+           int8_tolerance: float = INT8_TOLERANCE, int8_recipe: str = DEFAULT_RECIPE,
+           int8_exclude: Sequence[str] = ()) -> dict:
     """Export, gate, publish. Returns the gate report; raises GateFailure.
 
     int8_tolerance: the largest F1 drop (absolute) INT8 may show and still be published.
+    int8_recipe / int8_exclude: how to quantise (rasd_train.quantize); static recipes calibrate on the
+    training split's texts.
     """
     from transformers import AutoTokenizer
     t0 = time.time()
@@ -267,7 +252,16 @@ def export(model_dir: str, out_dir: str, quantize: bool = False, data_dir: Optio
             fp32_preds = onnx_predictions(tmp, gate_docs, int8=False)
             report["fp32_gate"] = headline(score(gate_docs, fp32_preds, scheme=spec.scheme))
         if quantize:
-            quantize_int8(tmp)
+            calibration = None
+            if int8_recipe.startswith("static"):
+                train_path = os.path.join(data_dir or "", "train.jsonl")
+                if not (data_dir and os.path.exists(train_path)):
+                    raise GateFailure(f"INT8 recipe {int8_recipe!r} calibrates on training texts: {train_path} "
+                                      f"not found")
+                calibration = calibration_batches([d.text for d in read_documents(train_path, spec.scheme)],
+                                                  tokenizer.backend_tokenizer, spec)
+            relation = quantize_graphs(tmp, int8_recipe, int8_exclude, calibration)
+            report["int8_recipe"] = {"recipe": int8_recipe, "exclude": list(int8_exclude), "relation_graph": relation}
             if gate_docs:
                 int8 = int8_gate(tmp, gate_docs, fp32_preds)
                 report["int8_gate"] = int8["worst"]
@@ -306,11 +300,13 @@ def main(argv=None) -> int:
     ap.add_argument("out_dir", help="where the exported model goes (replaced only if the gate passes)")
     ap.add_argument("--quantize", action="store_true", help="also publish INT8 graphs if they pass the F1 gate")
     ap.add_argument("--data", default="data/corpus", help="corpus folder whose dev and test splits gate INT8")
+    ap.add_argument("--int8-recipe", choices=RECIPES, default=DEFAULT_RECIPE, help="how to quantise "
+                    "(rasd_train.quantize); static recipes calibrate on the training split")
     ap.add_argument("--max-eval-docs", type=int, default=0, help="gate on the first N documents of each split only")
     args = ap.parse_args(argv)
     try:
         report = export(args.model_dir, args.out_dir, quantize=args.quantize, data_dir=args.data,
-                        max_eval_docs=args.max_eval_docs)
+                        max_eval_docs=args.max_eval_docs, int8_recipe=args.int8_recipe)
     except GateFailure as e:
         print(f"export refused, nothing published: {e}", file=sys.stderr)
         return 1
