@@ -108,3 +108,16 @@ def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="rate must be in"):
         Augmenter(["quotes"], 1.5, 1, DOCS)
     assert parse_names(" quotes, diacritics ,") == ["quotes", "diacritics"]
+
+
+def test_robustness_comparison_scores_every_variant_and_decoding(trained_run, mini_corpus):
+    from rasd_train.robustness import compare, surface_variants
+    variants = surface_variants(DOCS[:20])
+    for name, docs in variants.items():
+        for before, after in zip(DOCS[:20], docs):
+            assert_same_names(before, after)
+    assert any("\u064E" in d.text or "\u064F" in d.text for d in variants["diacritised"])
+    assert all(not re.search("[أإآ]", d.text) for d in variants["dehamzated"])
+    run_dir, _ = trained_run
+    out = compare(os.path.join(run_dir, "model"), mini_corpus)
+    assert {f"dev_{v}/{d}" for v in ("plain", "diacritised", "dehamzated") for d in ("argmax", "viterbi")} <= set(out)

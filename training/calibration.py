@@ -81,14 +81,22 @@ def fit_platt(outcomes: Sequence[Tuple[float, bool]], min_count: int = 50, itera
     s = np.clip(np.array([o[0] for o in outcomes], dtype=np.float64), 1e-6, 1 - 1e-6)
     y = np.array([float(o[1]) for o in outcomes])
     x = np.stack([np.log(s / (1 - s)), np.ones_like(s)], axis=1)
+
+    def nll(w):
+        z = x @ w
+        return float(np.sum(np.logaddexp(0.0, z) - y * z))  # stable log(1 + e^z) - y z
+
     w = np.array([1.0, 0.0])
     for _ in range(iterations):
-        p = 1 / (1 + np.exp(-(x @ w)))
+        p = 0.5 * (1 + np.tanh(0.5 * (x @ w)))  # sigmoid without overflow
         grad = x.T @ (p - y)
         hess = (x * (p * (1 - p))[:, None]).T @ x + 1e-6 * np.eye(2)  # ridge keeps it invertible
         step = np.linalg.solve(hess, grad)
-        w -= step
-        if np.abs(step).max() < 1e-8:
+        t, before = 1.0, nll(w)
+        while nll(w - t * step) > before and t > 1e-8:  # backtracking: Newton may overshoot far from the optimum
+            t /= 2
+        w = w - t * step
+        if np.abs(t * step).max() < 1e-8:
             break
     a, b = float(w[0]), float(w[1])
     if not (math.isfinite(a) and math.isfinite(b)) or a <= 0:

@@ -62,6 +62,8 @@ def compare(model_dir: str, corpus: str) -> dict:
     sets = {**{f"dev_{k}": v for k, v in surface_variants(dev).items()}, "seed_articles": seeds}
     out: dict = {"model": model_dir}
     for name, docs in sets.items():
+        if not docs:
+            continue  # e.g. a corpus without seed articles
         backend = CachedBackend(TorchBackend(model))
         for decoding in ("argmax", "viterbi"):
             spec = dataclasses.replace(model.config.spec(), decoding=decoding)
