@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .schema import Entity
-from .text import split_words
+from .text import model_form, split_words
 
 IGNORE_INDEX = -100
 
@@ -62,7 +62,10 @@ def tokenize_text(text: str, tokenizer) -> TokenizedText:
     words = split_words(text)
     if not words:
         return TokenizedText(text, [], [], [], [], [])
-    enc = tokenizer.encode([text[s:e] for s, e in words], is_pretokenized=True, add_special_tokens=False)
+    # Words are cut from the text as written; the encoder reads each word's model form (no diacritics or
+    # tatweel), and everything downstream works in words, so offsets stay those of the original text.
+    enc = tokenizer.encode([model_form(text[s:e]) for s, e in words], is_pretokenized=True,
+                           add_special_tokens=False)
     ids = list(enc.ids)
     wids = list(enc.word_ids)
     first = [-1] * len(words)

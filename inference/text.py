@@ -25,6 +25,23 @@ def is_word_char(ch: str) -> bool:
     return 0x064B <= o <= 0x065F or o == 0x0670 or o == 0x0640 or unicodedata.category(ch).startswith("M")
 
 
+_MARKS = re.compile("[\u064B-\u065F\u0670\u0640]")
+
+
+def model_form(word: str) -> str:
+    """What the encoder reads for a word: the word without Arabic diacritics and tatweel.
+
+    Marks and tatweel never change which name a word is part of, but they
+    change its sub-tokens completely (a fully vowelled sentence shares almost
+    no tokens with the plain one), so the model reads words without them, in
+    training and in service alike. Offsets are untouched: the word's span in
+    the original text is what decoding reports. A word made only of marks is
+    kept as it is, so that it still has tokens.
+    """
+    bare = _MARKS.sub("", word)
+    return bare or word
+
+
 def split_words(text: str) -> List[Span]:
     """Split `text` into word tokens as (start, end) character offsets.
 

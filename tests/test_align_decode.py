@@ -203,3 +203,26 @@ def test_model_spec_carries_its_decoding():
     assert ModelSpec.from_dict(old).decoding == "argmax"
     with pytest.raises(SchemeError, match="unknown decoding 'beam'"):
         ModelSpec(SCHEME, TAGS, 64, 16, decoding="beam")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["قاعدة", "التنف", "القوات", "الأمريكية", "سلمت", "الجيش", "«", "،", "15"]),
+                min_size=1, max_size=12),
+       st.lists(st.sampled_from(["\u064E", "\u064F", "\u0650", "\u0651", "\u0652", "\u064B", "\u0640"]),
+                min_size=1, max_size=40), st.randoms(use_true_random=False))
+def test_marks_and_tatweel_change_no_token_and_no_offset(words, marks, rnd):
+    """The encoder reads words without diacritics and tatweel, while words keep their offsets in the
+    text as written: a fully vowelled text gets the plain text's tokens."""
+    from rasd.text import model_form
+    plain = " ".join(words)
+    chars = []
+    for c in plain:
+        chars.append(c)
+        if "\u0621" <= c <= "\u064A" and rnd.random() < 0.7:
+            chars.append(rnd.choice(marks))
+    marked = "".join(chars)
+    tok = wordpiece_tokenizer(WORDS_FOR_VOCAB)
+    a, b = tokenize_text(plain, tok), tokenize_text(marked, tok)
+    assert a.token_ids == b.token_ids and a.token_word == b.token_word
+    assert [model_form(marked[s:e]) for s, e in b.words] == [plain[s:e] for s, e in a.words]
+    assert b.words == split_words(marked)  # offsets are those of the text as written

@@ -36,7 +36,9 @@ def sentencepiece_encoder(texts, folder):
     fast = XLMRobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>",
                                    cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
     fast.save_pretrained(folder)
-    BertModel(BertConfig(vocab_size=len(fast), pad_token_id=fast.pad_token_id, **TINY)).save_pretrained(folder)
+    # 12 layers, as multilingual-e5-small has, so the config's keep_layers has layers to drop
+    BertModel(BertConfig(vocab_size=len(fast), pad_token_id=fast.pad_token_id,
+                         **{**TINY, "num_hidden_layers": 12})).save_pretrained(folder)
 
 
 @pytest.fixture
@@ -73,6 +75,7 @@ def test_hub_config_trains_from_its_repo_id(config, kind, hub, mini_docs, mini_c
     assert any(repo_id in request for request in hub.requests)  # it really came from the (stand-in) Hub
     model = RasdModel.from_pretrained(tmp_path / "run" / "model")
     assert model.config.encoder_name == repo_id and model.config.encoder_config["hidden_size"] == 32
+    assert model.config.encoder_config["num_hidden_layers"] == (cfg.encoder.keep_layers or 1)
     saved = AutoTokenizer.from_pretrained(tmp_path / "run" / "model")
     assert len(saved) == len(AutoTokenizer.from_pretrained(folder))
     assert "dev" in summary and "test" in summary
