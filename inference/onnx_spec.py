@@ -21,8 +21,12 @@ RELATION = {
                "tail_span": ("int64", ("pairs", 2)),
                "head_type": ("int64", ("pairs",)),
                "tail_type": ("int64", ("pairs",)),
-               "distance_bucket": ("int64", ("pairs",))},
+               "distance_bucket": ("int64", ("pairs",)),
+               "sentence_gap": ("int64", ("pairs",))},
     "outputs": {"relation_logits": ("float32", ("pairs", "classes"))},
+    # Inputs of features a model may be trained without (config.relation_features):
+    # its graph then lacks them, and the runtime feeds only what a graph declares.
+    "optional": ("sentence_gap",),
 }
 GRAPHS = {"encoder": ENCODER, "relation": RELATION}
 
@@ -42,6 +46,15 @@ def graph_files(available, quantized: bool) -> list:
     if quantized and all(f in available for f in int8):
         return int8
     return [ENCODER["file"], RELATION["file"]]
+
+
+def with_inputs(graph: dict, names) -> dict:
+    """A copy of a graph spec declaring only the inputs `names` (in the spec's order)."""
+    keep = set(names)
+    unknown = keep - set(graph["inputs"])
+    if unknown:
+        raise KeyError(f"not inputs of this graph: {sorted(unknown)}")
+    return {**graph, "inputs": {k: v for k, v in graph["inputs"].items() if k in keep}}
 
 
 def dynamic_axes(graph: dict) -> dict:

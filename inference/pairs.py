@@ -17,6 +17,7 @@ spec and one argument of the model's `relate`.
 """
 from __future__ import annotations
 
+import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -31,6 +32,9 @@ from .text import paragraph_index
 # Inputs of the relation graph besides the encoder's hidden states, in order.
 PAIR_INPUTS: Tuple[str, ...] = tuple(n for n in RELATION["inputs"] if n != "hidden_states")
 DISTANCE_BUCKETS = (0, 1, 2, 3, 4, 5, 8, 16, 32, 64)  # lower bounds, in tokens
+# Sentence ends between head and tail, capped: 0 = same sentence, 3 = three or more apart.
+MAX_SENTENCE_GAP = 3
+_SENTENCE_END = re.compile(r"[.!?؟]+(?=\s|$)|\n")
 
 WordRange = Tuple[int, int]
 
@@ -63,12 +67,21 @@ def distance_bucket(gap_tokens: int) -> int:
     return b
 
 
-def pair_row(win: Window, head: WordRange, tail: WordRange, head_type: int, tail_type: int) -> Dict[str, object]:
+def sentence_gap(text: str, a: Entity, b: Entity) -> int:
+    """Sentence ends (. ! ? ؟ or a line break) in the text between two entities, capped at MAX_SENTENCE_GAP.
+
+    A point inside a word or number (3.5, U.S) is not an end: it must be followed by a space or the end."""
+    lo, hi = min(a.end, b.end), max(a.start, b.start)
+    return min(MAX_SENTENCE_GAP, len(_SENTENCE_END.findall(text, lo, hi))) if hi > lo else 0
+
+
+def pair_row(win: Window, head: WordRange, tail: WordRange, head_type: int, tail_type: int,
+             sentence_gap: int = 0) -> Dict[str, object]:
     """Features of one ordered pair inside its window (all inputs but pair_batch)."""
     hs, ts = window_span(win, head), window_span(win, tail)
     gap = max(ts[0] - hs[1], hs[0] - ts[1], 0)
     return {"head_span": hs, "tail_span": ts, "head_type": head_type, "tail_type": tail_type,
-            "distance_bucket": distance_bucket(gap)}
+            "distance_bucket": distance_bucket(gap), "sentence_gap": sentence_gap}
 
 
 def stack_pairs(rows: Sequence[Dict[str, object]], batch_rows: Sequence[int]) -> Dict[str, np.ndarray]:

@@ -17,7 +17,7 @@ import numpy as np
 from .align import SpecialTokens, TokenizedText, Window, entity_word_ranges, make_windows, tokenize_text
 from .backend import Backend, ModelSpec
 from .decode import decode_tags, merge_windows, softmax
-from .pairs import candidate_pairs, decode_relation, pair_row, place_pair, stack_pairs
+from .pairs import candidate_pairs, decode_relation, pair_row, place_pair, sentence_gap, stack_pairs
 from .scheme import NO_RELATION
 from .schema import Document, Relation
 
@@ -99,7 +99,7 @@ def _pair_jobs(d: _Doc, doc: Document, spec: ModelSpec) -> Dict[int, List[_PairJ
             skipped += 1
             continue
         feats = pair_row(d.windows[wi], ranges[h], ranges[t], spec.scheme.entity_index(ents[h].label),
-                         spec.scheme.entity_index(ents[t].label))
+                         spec.scheme.entity_index(ents[t].label), sentence_gap(d.tt.text, ents[h], ents[t]))
         bi, row = d.window_loc[wi]
         jobs.setdefault(bi, []).append(_PairJob(d.index, h, t, row, feats))
     if skipped:

@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .backend import ModelFilesError
-from .onnx_spec import ENCODER, RELATION
+from .onnx_spec import ENCODER, RELATION, with_inputs
 
 
 class ModelFormatError(ModelFilesError):
@@ -41,24 +41,27 @@ def _session(path: str, threads: Optional[int]) -> ort.InferenceSession:
         raise ModelFormatError(f"{path}: onnxruntime cannot load this graph: {e}") from e
 
 
-def _check_io(sess: ort.InferenceSession, graph: dict, path: str) -> None:
+def _check_io(sess: ort.InferenceSession, graph: dict, path: str) -> dict:
+    """The graph spec narrowed to the inputs this graph declares; an error if they are not what rasd knows."""
     have = {i.name for i in sess.get_inputs()}
     want = set(graph["inputs"])
-    if have != want:
+    required = want - set(graph.get("optional", ()))
+    if not required <= have <= want:
         raise ModelFormatError(f"{os.path.basename(path)}: graph inputs {sorted(have)} differ from the expected "
                                f"{sorted(want)}; was it exported by a different rasd version?")
     outs = {o.name for o in sess.get_outputs()}
     if not set(graph["outputs"]) <= outs:
         raise ModelFormatError(f"{os.path.basename(path)}: graph outputs {sorted(outs)} lack "
                                f"{sorted(set(graph['outputs']) - outs)}")
+    return with_inputs(graph, have)
 
 
 class OnnxBackend:
     def __init__(self, encoder_path: str, relation_path: str, threads: Optional[int] = None):
         self.encoder = _session(encoder_path, threads)
-        _check_io(self.encoder, ENCODER, encoder_path)
+        self.encoder_spec = _check_io(self.encoder, ENCODER, encoder_path)
         self.relation = _session(relation_path, threads)
-        _check_io(self.relation, RELATION, relation_path)
+        self.relation_spec = _check_io(self.relation, RELATION, relation_path)
         self.hidden_size = self.encoder.get_outputs()[1].shape[-1]
 
     @staticmethod
@@ -77,10 +80,10 @@ class OnnxBackend:
 
     def tag(self, input_ids, attention_mask):
         logits, hidden = self.encoder.run(list(ENCODER["outputs"]), self._feed(
-            ENCODER, {"input_ids": input_ids, "attention_mask": attention_mask}))
+            self.encoder_spec, {"input_ids": input_ids, "attention_mask": attention_mask}))
         return logits, hidden
 
     def relate(self, hidden_states, pairs: Dict[str, np.ndarray]):
         (logits,) = self.relation.run(list(RELATION["outputs"]),
-                                      self._feed(RELATION, {"hidden_states": hidden_states, **pairs}))
+                                      self._feed(self.relation_spec, {"hidden_states": hidden_states, **pairs}))
         return logits

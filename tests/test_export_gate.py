@@ -52,3 +52,23 @@ def test_static_int8_is_calibrated_on_train_and_independent_of_batch_mates(train
     with_mates = ex.extract_batch([other, text, other], batch_size=3, doc_ids=["a", "x", "b"])[1].to_dict()
     assert alone == with_mates and alone["entities"]
     assert r["int8_recipe"]["relation_graph"] == "fp32"
+
+
+def test_encoder_graph_is_fused_and_still_matches_torch(exported_model):
+    """Eager tracing lets onnxruntime fuse every layer's attention; the parity check ran on the fused graph."""
+    import onnx
+    report = _report(exported_model)
+    fusion = report["fusion"]
+    assert fusion["applied"] and fusion["fused"]["Attention"] == fusion["layers"]
+    assert fusion["fused"]["SkipLayerNormalization"] == 2 * fusion["layers"]
+    ops = {n.op_type for n in onnx.load(os.path.join(exported_model, "encoder.onnx")).graph.node}
+    assert {"Attention", "SkipLayerNormalization"} <= ops and "Softmax" not in ops
+    assert report["parity"]["passed"]
+
+
+def test_unknown_encoder_families_are_left_unfused(tmp_path):
+    from types import SimpleNamespace
+
+    from rasd_train.fuse import fuse_encoder
+    out = fuse_encoder(str(tmp_path / "missing.onnx"), SimpleNamespace(model_type="gpt2"))
+    assert out == {"applied": False, "reason": "encoder type 'gpt2' is not one the optimizer fuses"}

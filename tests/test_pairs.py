@@ -82,3 +82,23 @@ def test_features_are_keyed_by_the_relation_graph_inputs():
             assert feats[name].dtype == np.dtype(dtype) and feats[name].ndim == len(axes)
     empty = stack_pairs([], [])
     assert empty["head_span"].shape == (0, 2) and empty["pair_batch"].shape == (0,)
+
+
+def test_sentence_gap_counts_sentence_ends_between_the_pair():
+    from rasd.pairs import MAX_SENTENCE_GAP, sentence_gap
+    text = "انسحبت القوات من قاعدة التنف. وسلمتها إلى الجيش؟ ثم غادرت 3.5 كم نحو حمص.\nوفي اليوم التالي دخلت الفرقة"
+    ent = {w: Entity(w, text.index(w), text.index(w) + len(w), "LOCATION") for w in ("القوات", "التنف", "الجيش",
+                                                                                   "حمص", "الفرقة")}
+    assert sentence_gap(text, ent["القوات"], ent["التنف"]) == 0  # same sentence
+    assert sentence_gap(text, ent["التنف"], ent["القوات"]) == 0  # order does not matter
+    assert sentence_gap(text, ent["التنف"], ent["الجيش"]) == 1
+    assert sentence_gap(text, ent["الجيش"], ent["حمص"]) == 1  # the point in 3.5 is no sentence end
+    assert sentence_gap(text, ent["القوات"], ent["الفرقة"]) == MAX_SENTENCE_GAP  # 4 ends, capped
+
+
+@given(st.lists(st.sampled_from(["قوات", "قاعدة", "،", "و", "3.5"]), min_size=2, max_size=12))
+def test_no_sentence_end_means_gap_zero(words):
+    from rasd.pairs import sentence_gap
+    text = " ".join(words)
+    a, b = Entity("a", 0, len(words[0]), "FORCE"), Entity("b", len(text) - len(words[-1]), len(text), "BASE")
+    assert sentence_gap(text, a, b) == 0

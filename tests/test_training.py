@@ -47,7 +47,7 @@ def test_numbers_from_yaml_strings_and_overrides(tmp_path):
     assert cfg.train.epochs == 3 and cfg.train.batch_size == 2
 
 
-def _tiny_model_and_batch(mini_docs, left_context: int = 0):
+def _tiny_model_and_batch(mini_docs, left_context: int = 0, relation_features=()):
     from rasd.align import SpecialTokens
     from rasd_train.data import collate, featurize
     from rasd_train.modeling import RasdConfig, RasdModel
@@ -56,7 +56,8 @@ def _tiny_model_and_batch(mini_docs, left_context: int = 0):
     enc = tiny_bert_config(len(tok), 32, 1, 2, 64)
     torch.manual_seed(0)
     model = RasdModel(RasdConfig(encoder_config=enc.to_dict(), window_length=64, window_stride=16,
-                                 relation_hidden_size=32, relation_left_context=left_context))
+                                 relation_hidden_size=32, relation_left_context=left_context,
+                                 relation_features=list(relation_features)))
     sp = SpecialTokens.from_tokenizer(tok.backend_tokenizer)
     feats = [f for d in mini_docs for f in featurize(d, tok.backend_tokenizer, model.config.spec(), sp)]
     return tok, model, collate(feats, sp.pad_id)
@@ -84,10 +85,10 @@ def test_loss_goes_down_on_a_toy_batch(mini_docs):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-@pytest.mark.parametrize("left_context", [0, 8])
-def test_save_load_equality(mini_docs, tmp_path, left_context):
+@pytest.mark.parametrize("left_context,features", [(0, ()), (8, ()), (0, ("sentence_gap", "context_attention"))])
+def test_save_load_equality(mini_docs, tmp_path, left_context, features):
     from rasd_train.modeling import RasdModel
-    tok, model, batch = _tiny_model_and_batch(mini_docs, left_context)
+    tok, model, batch = _tiny_model_and_batch(mini_docs, left_context, features)
     model.eval()
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").exists() and not list(tmp_path.glob("*.bin"))
@@ -279,3 +280,34 @@ def test_keep_layers_keeps_the_lowest_pretrained_layers(tmp_path):
     assert len(RasdModel.from_pretrained(tmp_path / "m").encoder.encoder.layer) == 2
     with pytest.raises(ValueError, match="has 3 layers"):
         RasdModel.from_encoder(str(tmp_path / "enc"), keep_layers=4)
+
+
+@pytest.mark.parametrize("features", [(), ("sentence_gap",), ("sentence_gap", "context_attention")])
+def test_relation_graph_declares_the_inputs_its_features_read(mini_docs, tmp_path, features):
+    """A model without the sentence feature exports a graph without that input (older exports look the same);
+    with it, the graph reads it. Either way the runtime feeds what the graph declares and matches torch."""
+    from rasd.runtime import OnnxBackend
+    from rasd_train.export import export_graphs
+    tok, model, batch = _tiny_model_and_batch(mini_docs, 0, features)
+    with torch.no_grad():
+        model(**batch)  # the head's features must all be used by a forward pass
+    model.eval()
+    export_graphs(model, tok, str(tmp_path))
+    backend = OnnxBackend(str(tmp_path / "encoder.onnx"), str(tmp_path / "relation.onnx"), threads=1)
+    assert ("sentence_gap" in backend.relation_spec["inputs"]) == ("sentence_gap" in features)
+    pairs = {k: v.numpy() for k, v in batch["pairs"].items()}
+    pairs["sentence_gap"] = np.arange(len(pairs["sentence_gap"])) % 4  # every gap value
+    with torch.no_grad():
+        _, hidden = model.encode(batch["input_ids"], batch["attention_mask"])
+        ref = model.relate(hidden, **{k: torch.from_numpy(v) for k, v in pairs.items()}).numpy()
+    got = backend.relate(hidden.numpy(), pairs)
+    assert np.allclose(ref, got, atol=1e-4)
+    if "sentence_gap" in features:  # and the feature matters: another gap gives other logits
+        moved = dict(pairs, sentence_gap=(pairs["sentence_gap"] + 1) % 4)
+        assert not np.allclose(backend.relate(hidden.numpy(), moved), got, atol=1e-4)
+
+
+def test_unknown_relation_feature_is_named():
+    from rasd_train.modeling import RasdConfig
+    with pytest.raises(ValueError, match="relation_features: unknown \\['same_paragraph'\\]"):
+        RasdConfig(relation_features=["same_paragraph"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import List, Optional
 
 import yaml
 
@@ -51,6 +51,9 @@ class ModelArgs:
     relation_left_context: int = field(default=0, metadata={"help": "Tokens before a pair's first entity pooled "
                                                                      "into the pair features (0 = off; 8 did not "
                                                                      "win on dev relation F1 when compared)."})
+    relation_features: List[str] = field(default_factory=list, metadata={
+        "help": "Extra pair features: 'sentence_gap' (sentence ends between head and tail) and/or "
+                "'context_attention' (learned attention pooling of the tokens between them)."})
 
 
 @dataclass

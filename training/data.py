@@ -13,7 +13,7 @@ from datasets import Dataset, DatasetDict
 
 from rasd.align import IGNORE_INDEX, SpecialTokens, entity_word_ranges, make_windows, spans_to_word_tags, tokenize_text
 from rasd.backend import ModelSpec
-from rasd.pairs import candidate_pairs, pair_row, place_pair, stack_pairs
+from rasd.pairs import candidate_pairs, pair_row, place_pair, sentence_gap, stack_pairs
 from rasd.scheme import Scheme
 from rasd.schema import Document, read_documents
 
@@ -73,7 +73,7 @@ def featurize(doc: Document, tokenizer, spec: ModelSpec, specials: SpecialTokens
             continue  # never in one window: the service cannot score it either
         he, te = doc.entities[h], doc.entities[t]
         feats[wi]["pairs"].append(pair_row(windows[wi], ranges[h], ranges[t], spec.scheme.entity_index(he.label),
-                                           spec.scheme.entity_index(te.label)))
+                                           spec.scheme.entity_index(te.label), sentence_gap(doc.text, he, te)))
         feats[wi]["pair_labels"].append(gold.get((he.id, te.id), 0))
     return feats
 

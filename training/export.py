@@ -15,6 +15,7 @@ Only a model that passes is moved to OUT_DIR, with a manifest of SHA-256s.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -32,11 +33,11 @@ from rasd import pipeline
 from rasd.backend import load_exported
 from rasd.hub import sha256_file
 from rasd.onnx_spec import (CONFIG_FILE, ENCODER, FORMAT_VERSION, MANIFEST_FILE, RELATION, TOKENIZER_FILE,
-                            dynamic_axes)
-from rasd.pairs import PAIR_INPUTS
+                            dynamic_axes, with_inputs)
 from rasd.schema import Document, read_documents
 
 from .metrics import headline, score
+from .fuse import eager_attention, fuse_encoder
 from .modeling import RasdModel, TorchBackend
 from .quantize import DEFAULT_RECIPE, RECIPES, calibration_batches, quantize_graphs
 
@@ -64,7 +65,7 @@ class RelationGraph(nn.Module):
         self.model = model
 
     def forward(self, hidden_states, *pairs):
-        return self.model.relate(hidden_states, **dict(zip(PAIR_INPUTS, pairs)))
+        return self.model.relate(hidden_states, **dict(zip(self.model.relation_inputs(), pairs)))
 
 
 class GateFailure(RuntimeError):
@@ -78,7 +79,9 @@ def _export(module: nn.Module, args: tuple, graph: dict, path: str) -> None:
                       dynamic_axes=dynamic_axes(graph), opset_version=17, do_constant_folding=True, dynamo=False)
 
 
-def export_graphs(model: RasdModel, tokenizer, out_dir: str) -> None:
+def export_graphs(model: RasdModel, tokenizer, out_dir: str, fuse: bool = True) -> dict:
+    """Write both FP32 graphs; the encoder is traced with eager attention and fused (rasd_train.fuse) unless
+    fuse=False. Returns the fusion report."""
     model.eval()
     spec = model.config.spec()
     batch = pipeline.pad_rows([tokenizer.backend_tokenizer.encode(t).ids[:spec.window_length] for t in SAMPLE_TEXTS],
@@ -86,13 +89,22 @@ def export_graphs(model: RasdModel, tokenizer, out_dir: str) -> None:
     ids, mask = (torch.as_tensor(a) for a in batch)
     with torch.no_grad():
         _, hidden = model.encode(ids, mask)
-    _export(EncoderGraph(model), (ids, mask), ENCODER, os.path.join(out_dir, ENCODER["file"]))
+    # The wrappers are put in eval mode too: the exporter restores each wrapper's own mode afterwards,
+    # and a fresh module is in training mode, which would switch the model's dropout back on.
+    encoder_path = os.path.join(out_dir, ENCODER["file"])
+    with eager_attention(model) if fuse else contextlib.nullcontext():
+        _export(EncoderGraph(model).eval(), (ids, mask), ENCODER, encoder_path)
+    fusion = fuse_encoder(encoder_path, model.config.encoder_hf_config()) if fuse else {"applied": False,
+                                                                                         "reason": "fuse=False"}
     n_types = len(spec.scheme.entities)
     example = {"pair_batch": [0, 1, 1], "head_span": [[1, 3], [2, 4], [1, 2]], "tail_span": [[4, 6], [1, 2], [5, 7]],
                "head_type": [1 % n_types, 0, 2 % n_types], "tail_type": [0, 1 % n_types, 3 % n_types],
-               "distance_bucket": [2, 0, 5]}
-    pairs = tuple(torch.tensor(example[name]) for name in PAIR_INPUTS)
-    _export(RelationGraph(model), (hidden,) + pairs, RELATION, os.path.join(out_dir, RELATION["file"]))
+               "distance_bucket": [2, 0, 5], "sentence_gap": [0, 1, 3]}
+    names = model.relation_inputs()  # a model's graph declares only the optional inputs it reads
+    pairs = tuple(torch.tensor(example[name]) for name in names)
+    _export(RelationGraph(model).eval(), (hidden,) + pairs, with_inputs(RELATION, ["hidden_states"] + names),
+            os.path.join(out_dir, RELATION["file"]))
+    return fusion
 
 
 def _outputs(backend, tokenizer, spec, texts):
@@ -237,7 +249,7 @@ def export(model_dir: str, out_dir: str, quantize: bool = False, data_dir: Optio
     os.makedirs(parent, exist_ok=True)
     report = {"model_dir": model_dir}
     with tempfile.TemporaryDirectory(dir=parent, prefix=".export-") as tmp:
-        export_graphs(model, tokenizer, tmp)
+        report["fusion"] = export_graphs(model, tokenizer, tmp)
         tokenizer.backend_tokenizer.save(os.path.join(tmp, TOKENIZER_FILE))
         cfg = {"format_version": FORMAT_VERSION, "rasd_version": rasd.__version__, **spec.to_dict(),
                "encoder_name": model.config.encoder_name, "hidden_size": model.config.encoder_hf_config().hidden_size}

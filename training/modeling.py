@@ -16,7 +16,10 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedMode
 import rasd
 from rasd.calibration import Calibration
 from rasd.backend import ModelSpec
-from rasd.pairs import DISTANCE_BUCKETS
+from rasd.onnx_spec import RELATION
+from rasd.pairs import DISTANCE_BUCKETS, MAX_SENTENCE_GAP, PAIR_INPUTS
+
+RELATION_FEATURES = ("sentence_gap", "context_attention")
 from rasd.scheme import Scheme, builtin_scheme
 
 
@@ -29,7 +32,8 @@ class RasdConfig(PretrainedConfig):
     def __init__(self, encoder_config: Optional[dict] = None, scheme: Optional[dict] = None,
                  window_length: int = 256, window_stride: int = 64, dropout: float = 0.1, type_embedding_dim: int = 32,
                  distance_embedding_dim: int = 16, relation_hidden_size: int = 256,
-                 relation_loss_weight: float = 1.0, relation_left_context: int = 0, encoder_name: str = "",
+                 relation_loss_weight: float = 1.0, relation_left_context: int = 0,
+                 relation_features: Optional[List[str]] = None, encoder_name: str = "",
                  rasd_version: str = "", decoding: str = "argmax", calibration: Optional[dict] = None, **kwargs):
         self.encoder_config = encoder_config or {}
         self.scheme = scheme if scheme is not None else _legacy_scheme(kwargs)
@@ -46,6 +50,15 @@ class RasdConfig(PretrainedConfig):
         # the predicate often stands there (انسحبت القوات من قاعدة ...). 0 = off
         # (the default, so checkpoints saved without this field still load).
         self.relation_left_context = relation_left_context
+        # Extra pair features (issue 11, relation variant c), [] by default so older
+        # checkpoints load unchanged: "sentence_gap" embeds the sentence ends between
+        # the pair (an optional relation-graph input); "context_attention" adds a
+        # learned attention pooling of the tokens between head and tail, which can
+        # single out the predicate (انسحب، سلّم) that a plain mean dilutes.
+        self.relation_features = list(relation_features or [])
+        unknown = set(self.relation_features) - set(RELATION_FEATURES)
+        if unknown:
+            raise ValueError(f"model.relation_features: unknown {sorted(unknown)} (known: {', '.join(RELATION_FEATURES)})")
         self.encoder_name = encoder_name
         self.decoding = decoding  # tags -> spans: "argmax" or "viterbi" (rasd.decode)
         self.calibration = calibration or {}  # score maps fitted on dev (rasd.calibration); {} = raw scores
@@ -98,6 +111,18 @@ def _span_mean(flat_hidden: torch.Tensor, row_start: torch.Tensor, starts: torch
     return (mask @ flat_hidden) / mask.sum(1, keepdim=True).clamp(min=1.0)
 
 
+def _span_attention(flat_hidden: torch.Tensor, row_start: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor,
+                    scores: torch.Tensor) -> torch.Tensor:
+    """Like _span_mean, but weighted by softmax(scores) inside each span: scores [B*T] are one learned
+    logit per token. Same single [P, B*T] matmul; empty spans pool to zeros."""
+    pos = torch.arange(flat_hidden.shape[0], device=flat_hidden.device).unsqueeze(0)
+    lo, hi = (row_start + starts).unsqueeze(1), (row_start + ends).unsqueeze(1)
+    inside = (pos >= lo) & (pos < hi)
+    weights = torch.softmax(scores.unsqueeze(0).masked_fill(~inside, -1e4), dim=-1)
+    weights = weights * inside.any(dim=1, keepdim=True).to(weights.dtype)
+    return weights.to(flat_hidden.dtype) @ flat_hidden
+
+
 def _layer_index(name: str) -> int:
     """The transformer layer a weight belongs to (encoder.layer.N.…), or -1 for embeddings and the like."""
     parts = name.split(".")
@@ -125,8 +150,14 @@ class RasdModel(PreTrainedModel):
         scheme = config.scheme_obj()
         self.type_embedding = nn.Embedding(len(scheme.entities), config.type_embedding_dim)
         self.distance_embedding = nn.Embedding(len(DISTANCE_BUCKETS), config.distance_embedding_dim)
-        n_pooled = 4 if config.relation_left_context > 0 else 3
+        feats = set(config.relation_features)
+        n_pooled = 3 + (config.relation_left_context > 0) + ("context_attention" in feats)
         pair_in = n_pooled * h + 2 * config.type_embedding_dim + config.distance_embedding_dim
+        if "context_attention" in feats:
+            self.context_scorer = nn.Linear(h, 1)
+        if "sentence_gap" in feats:
+            self.sentence_embedding = nn.Embedding(MAX_SENTENCE_GAP + 1, config.distance_embedding_dim)
+            pair_in += config.distance_embedding_dim
         self.pair_mlp = nn.Sequential(nn.Linear(pair_in, config.relation_hidden_size), nn.GELU(),
                                       nn.Dropout(config.dropout),
                                       nn.Linear(config.relation_hidden_size, 1 + len(scheme.relation_labels)))
@@ -168,6 +199,10 @@ class RasdModel(PreTrainedModel):
             raise RuntimeError(f"encoder weights missing after loading {encoder_name_or_path}: {bad[:5]}")
         return model
 
+    def relation_parameters(self):
+        """(name, parameter) of the relation head: everything but the encoder and the tagger."""
+        return [(n, p) for n, p in self.named_parameters() if not n.startswith(("encoder.", "tagger."))]
+
     # -- the two exported computations --------------------------------------
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
@@ -175,10 +210,17 @@ class RasdModel(PreTrainedModel):
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return self.tagger(self.dropout(hidden)), hidden
 
-    def relate(self, hidden_states, pair_batch, head_span, tail_span, head_type, tail_type, distance_bucket):
+    def relation_inputs(self) -> List[str]:
+        """The relation graph's inputs this model reads (its optional ones only when a feature needs them)."""
+        optional = set(RELATION["optional"]) - set(self.config.relation_features)
+        return [n for n in PAIR_INPUTS if n not in optional]
+
+    def relate(self, hidden_states, pair_batch, head_span, tail_span, head_type, tail_type, distance_bucket,
+               sentence_gap=None):
         """Logits [P, 1 + n_relations] (class 0 = no relation) for candidate pairs.
 
         The arguments are the relation graph's inputs (onnx_spec.RELATION), by name."""
+        feats_on = self.config.relation_features
         flat = hidden_states.reshape(-1, hidden_states.shape[-1])
         row_start = pair_batch * hidden_states.shape[1]
         head = _span_mean(flat, row_start, head_span[:, 0], head_span[:, 1])
@@ -191,8 +233,14 @@ class RasdModel(PreTrainedModel):
             first = torch.minimum(head_span[:, 0], tail_span[:, 0])
             left = (first - self.config.relation_left_context).clamp(min=0)
             pooled.append(_span_mean(flat, row_start, left, first))
-        feats = torch.cat(pooled + [self.type_embedding(head_type), self.type_embedding(tail_type),
-                                    self.distance_embedding(distance_bucket)], dim=-1)
+        if "context_attention" in feats_on:
+            scores = self.context_scorer(flat).squeeze(-1)
+            pooled.append(_span_attention(flat, row_start, ctx_start, ctx_end, scores))
+        extra = [self.type_embedding(head_type), self.type_embedding(tail_type),
+                 self.distance_embedding(distance_bucket)]
+        if "sentence_gap" in feats_on:
+            extra.append(self.sentence_embedding(sentence_gap))
+        feats = torch.cat(pooled + extra, dim=-1)
         return self.pair_mlp(self.dropout(feats))
 
     def forward(self, input_ids, attention_mask, labels=None, pairs=None, pair_labels=None, **_):
@@ -215,8 +263,7 @@ class RasdModel(PreTrainedModel):
         elif loss is not None:
             # Keep the relation head in the graph so DDP sees every parameter
             # used in each step even when a batch holds no candidate pair.
-            loss = loss + 0.0 * sum(p.sum() for p in self.pair_mlp.parameters()) + \
-                0.0 * self.type_embedding.weight.sum() + 0.0 * self.distance_embedding.weight.sum()
+            loss = loss + 0.0 * sum(p.sum() for _, p in self.relation_parameters())
         out["loss"] = loss
         return out
 

@@ -75,12 +75,17 @@ def quantize_encoder(src: str, dst: str, recipe: str, exclude: Sequence[str] = (
                      calibration: Optional[Sequence[dict]] = None) -> None:
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
                                           quantize_static)
+    from onnx import TensorProto
+    FLOAT = TensorProto.FLOAT  # ONNX shape inference cannot type the fused ops' outputs (rasd_train.fuse)
     if recipe not in RECIPES:
         raise ValueError(f"unknown INT8 recipe {recipe!r}; known: {', '.join(RECIPES)}")
     keep = list(exclude) + (ffn_output_matmuls(src) if recipe.endswith("ffn-fp32") else [])
     if recipe.startswith("dynamic"):
+        # "Attention": a fused graph's attention op (rasd_train.fuse), with the Q/K/V projections inside,
+        # becomes QAttention; on an unfused graph those projections are plain MatMuls.
         quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=keep)
+                         op_types_to_quantize=["MatMul", "Gemm", "Attention"], nodes_to_exclude=keep,
+                         extra_options={"DefaultTensorType": FLOAT})
         return
     if not calibration:
         raise ValueError(f"recipe {recipe!r} needs calibration batches (training texts)")
@@ -89,7 +94,8 @@ def quantize_encoder(src: str, dst: str, recipe: str, exclude: Sequence[str] = (
                     op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=keep,
                     calibrate_method=CalibrationMethod.MinMax,
-                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
+                                   "DefaultTensorType": FLOAT})
 
 
 def quantize_graphs(out_dir: str, recipe: str = DEFAULT_RECIPE, exclude: Sequence[str] = (),
