@@ -72,3 +72,18 @@ def test_unknown_encoder_families_are_left_unfused(tmp_path):
     from rasd_train.fuse import fuse_encoder
     out = fuse_encoder(str(tmp_path / "missing.onnx"), SimpleNamespace(model_type="gpt2"))
     assert out == {"applied": False, "reason": "encoder type 'gpt2' is not one the optimizer fuses"}
+
+
+def test_bench_runs_every_variant_and_relates_pipelines_to_their_encoders(trained_run, exported_model,
+                                                                         mini_corpus, tmp_path):
+    """The benchmark script end to end on the tiny model (figures are printed, never asserted on)."""
+    from rasd_train import bench
+    run_dir, _ = trained_run
+    assert bench.main(["--model-dir", os.path.join(run_dir, "model"), "--export-dir", exported_model,
+                       "--data", mini_corpus, "--threads", "1", "--max-docs", "3", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "bench.json").read_text(encoding="utf-8"))
+    rows = {r["variant"].split(" ")[0]: r for r in result["rows"]}
+    assert set(rows) == set(bench.VARIANTS)
+    assert all("error" not in r and r["tokens_per_s_b32"] > 0 for r in rows.values()), result["rows"]
+    assert set(result["meta"]["pipeline_vs_encoder_b32"]) == {"onnx-fp32-unfused", "onnx-fp32", "onnx-int8"}
+    assert rows["onnx-fp32"]["entity_f1"] == rows["onnx-fp32-unfused"]["entity_f1"]  # fusion changes no decision

@@ -95,26 +95,32 @@ def _legacy_scheme(kwargs: dict) -> dict:
             "relations": {r: {"head": list(types[r][0]), "tail": list(types[r][1])} for r in rels}}
 
 
-def _span_mean(flat_hidden: torch.Tensor, row_start: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor
-               ) -> torch.Tensor:
-    """Mean of the hidden states of tokens start <= t < end of each pair's window.
+def _prefix_sums(hidden_states: torch.Tensor) -> torch.Tensor:
+    """[B*(T+1), H] running sums of each row's hidden states, a zero row first, in float64.
 
-    flat_hidden is [B*T, H] and row_start[p] = pair_batch[p] * T, so one
-    [P, B*T] mask times the hidden states gives every pooled span at once
-    (a single matmul, with no [P, T, H] copy of the hidden states per pair).
-    Built from arange comparisons, it exports to ONNX with dynamic axes.
-    Empty spans (adjacent entities' context) pool to zeros.
-    """
-    pos = torch.arange(flat_hidden.shape[0], device=flat_hidden.device).unsqueeze(0)
-    lo, hi = (row_start + starts).unsqueeze(1), (row_start + ends).unsqueeze(1)
-    mask = ((pos >= lo) & (pos < hi)).to(flat_hidden.dtype)
-    return (mask @ flat_hidden) / mask.sum(1, keepdim=True).clamp(min=1.0)
+    The sum of tokens s <= t < e of row b is then prefix[b*(T+1) + e] - prefix[b*(T+1) + s]: every pooled
+    span costs two gathered rows, whatever its length or the batch size (the relation graph used to build a
+    [pairs, B*T] mask and multiply it by all hidden states). float64 keeps the differences of long running
+    sums exact to float32 precision."""
+    B, T, H = hidden_states.shape
+    sums = hidden_states.to(torch.float64).cumsum(dim=1)
+    return torch.cat([sums.new_zeros((B, 1, H)), sums], dim=1).reshape(-1, H)
+
+
+def _span_mean(prefix: torch.Tensor, row_start: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor,
+               dtype: torch.dtype) -> torch.Tensor:
+    """Mean hidden state of tokens start <= t < end of each pair's row; row_start[p] = pair_batch[p] * (T+1).
+    Empty spans (adjacent entities' context) pool to zeros."""
+    ends = torch.maximum(ends, starts)
+    total = prefix.index_select(0, row_start + ends) - prefix.index_select(0, row_start + starts)
+    return (total / (ends - starts).clamp(min=1).unsqueeze(1).to(torch.float64)).to(dtype)
 
 
 def _span_attention(flat_hidden: torch.Tensor, row_start: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor,
                     scores: torch.Tensor) -> torch.Tensor:
-    """Like _span_mean, but weighted by softmax(scores) inside each span: scores [B*T] are one learned
-    logit per token. Same single [P, B*T] matmul; empty spans pool to zeros."""
+    """Attention pooling of tokens start <= t < end of each pair's row (row_start = pair_batch * T), weighted
+    by softmax(scores) inside the span: scores [B*T] are one learned logit per token. One [P, B*T] mask
+    times the flat hidden states [B*T, H] gives every pair at once; empty spans pool to zeros."""
     pos = torch.arange(flat_hidden.shape[0], device=flat_hidden.device).unsqueeze(0)
     lo, hi = (row_start + starts).unsqueeze(1), (row_start + ends).unsqueeze(1)
     inside = (pos >= lo) & (pos < hi)
@@ -221,21 +227,25 @@ class RasdModel(PreTrainedModel):
 
         The arguments are the relation graph's inputs (onnx_spec.RELATION), by name."""
         feats_on = self.config.relation_features
-        flat = hidden_states.reshape(-1, hidden_states.shape[-1])
-        row_start = pair_batch * hidden_states.shape[1]
-        head = _span_mean(flat, row_start, head_span[:, 0], head_span[:, 1])
-        tail = _span_mean(flat, row_start, tail_span[:, 0], tail_span[:, 1])
+        prefix = _prefix_sums(hidden_states)
+        row_start = pair_batch * (hidden_states.shape[1] + 1)
+        dtype = hidden_states.dtype
+
+        def mean(starts, ends):
+            return _span_mean(prefix, row_start, starts, ends, dtype)
+
         # Context between the two spans, whichever comes first; empty when adjacent.
         ctx_start = torch.minimum(head_span[:, 1], tail_span[:, 1])
         ctx_end = torch.maximum(head_span[:, 0], tail_span[:, 0])
-        pooled = [head, tail, _span_mean(flat, row_start, ctx_start, ctx_end)]
+        pooled = [mean(head_span[:, 0], head_span[:, 1]), mean(tail_span[:, 0], tail_span[:, 1]),
+                  mean(ctx_start, ctx_end)]
         if self.config.relation_left_context > 0:
             first = torch.minimum(head_span[:, 0], tail_span[:, 0])
-            left = (first - self.config.relation_left_context).clamp(min=0)
-            pooled.append(_span_mean(flat, row_start, left, first))
+            pooled.append(mean((first - self.config.relation_left_context).clamp(min=0), first))
         if "context_attention" in feats_on:
+            flat = hidden_states.reshape(-1, hidden_states.shape[-1])
             scores = self.context_scorer(flat).squeeze(-1)
-            pooled.append(_span_attention(flat, row_start, ctx_start, ctx_end, scores))
+            pooled.append(_span_attention(flat, pair_batch * hidden_states.shape[1], ctx_start, ctx_end, scores))
         extra = [self.type_embedding(head_type), self.type_embedding(tail_type),
                  self.distance_embedding(distance_bucket)]
         if "sentence_gap" in feats_on:

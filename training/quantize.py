@@ -1,17 +1,21 @@
 """INT8 recipes for the exported graphs, chosen by measurement (rasd_train.quant_compare).
 
-Recipes (the encoder graph; the relation graph, a small MLP over pair
-features, is dynamic INT8 with the dynamic recipes and stays FP32 with the
-static ones, so that a static export's outputs never depend on the batch):
+Recipes of the encoder graph (the relation graph stays FP32, see
+quantize_graphs):
 
-- `dynamic-ffn-fp32`: dynamic INT8 (weights per channel, activation ranges
-  computed per batch at run time) of every MatMul except the feed-forward
-  output projections, whose post-GELU inputs have the widest range.
-- `dynamic`: dynamic INT8 of every MatMul.
+- `dynamic`: dynamic INT8 of every MatMul and fused Attention: weights per
+  channel, activation ranges computed per batch at run time.
+- `dynamic-ffn-fp32`: the same, except the feed-forward output projections,
+  whose post-GELU inputs have the widest range.
 - `static`: QDQ with activation ranges calibrated once on training texts.
   Fixed ranges make a document's output independent of its batch mates,
   and save the per-batch range computation.
 - `static-ffn-fp32`: `static`, feed-forward output projections kept FP32.
+- `-u8` variants: weights as unsigned 8 bits (U8U8 kernels). onnxruntime's
+  U8S8 kernels on x86 CPUs without VNNI (AVX2, like this machine) multiply
+  pairs of bytes into 16-bit sums that can saturate; U8U8 kernels do not.
+- `-rr` variants: 7-bit weights ("reduce_range"), the other way to avoid
+  that saturation.
 
 Any recipe takes `exclude`: node names kept FP32 (from the sensitivity scan).
 """
@@ -24,7 +28,19 @@ import numpy as np
 
 from rasd.onnx_spec import ENCODER, RELATION
 
-RECIPES = ("dynamic-ffn-fp32", "dynamic", "static", "static-ffn-fp32")
+# name -> (mode, keep feed-forward outputs FP32, weight type "s8"/"u8", reduce_range)
+RECIPE_OPTIONS = {
+    "dynamic-ffn-fp32": ("dynamic", True, "s8", False),
+    "dynamic": ("dynamic", False, "s8", False),
+    "dynamic-u8": ("dynamic", False, "u8", False),
+    "dynamic-u8-ffn-fp32": ("dynamic", True, "u8", False),
+    "dynamic-rr": ("dynamic", False, "s8", True),
+    "static": ("static", False, "s8", False),
+    "static-ffn-fp32": ("static", True, "s8", False),
+    "static-u8": ("static", False, "u8", False),
+    "static-rr": ("static", False, "s8", True),
+}
+RECIPES = tuple(RECIPE_OPTIONS)
 DEFAULT_RECIPE = "dynamic-ffn-fp32"
 
 
@@ -79,39 +95,38 @@ def quantize_encoder(src: str, dst: str, recipe: str, exclude: Sequence[str] = (
     FLOAT = TensorProto.FLOAT  # ONNX shape inference cannot type the fused ops' outputs (rasd_train.fuse)
     if recipe not in RECIPES:
         raise ValueError(f"unknown INT8 recipe {recipe!r}; known: {', '.join(RECIPES)}")
-    keep = list(exclude) + (ffn_output_matmuls(src) if recipe.endswith("ffn-fp32") else [])
-    if recipe.startswith("dynamic"):
+    mode, ffn_fp32, weights, reduce_range = RECIPE_OPTIONS[recipe]
+    weight_type = QuantType.QUInt8 if weights == "u8" else QuantType.QInt8
+    keep = list(exclude) + (ffn_output_matmuls(src) if ffn_fp32 else [])
+    if mode == "dynamic":
         # "Attention": a fused graph's attention op (rasd_train.fuse), with the Q/K/V projections inside,
         # becomes QAttention; on an unfused graph those projections are plain MatMuls.
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True,
+        quantize_dynamic(src, dst, weight_type=weight_type, per_channel=True, reduce_range=reduce_range,
                          op_types_to_quantize=["MatMul", "Gemm", "Attention"], nodes_to_exclude=keep,
                          extra_options={"DefaultTensorType": FLOAT})
         return
     if not calibration:
         raise ValueError(f"recipe {recipe!r} needs calibration batches (training texts)")
-    # U8 activations and S8 per-channel weights: the pair onnxruntime's x86 kernels run fastest.
     quantize_static(src, dst, WindowReader(calibration), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=keep,
+                    op_types_to_quantize=["MatMul", "Gemm"], per_channel=True, reduce_range=reduce_range,
+                    activation_type=QuantType.QUInt8, weight_type=weight_type, nodes_to_exclude=keep,
                     calibrate_method=CalibrationMethod.MinMax,
-                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
+                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": weights == "s8",
                                    "DefaultTensorType": FLOAT})
 
 
 def quantize_graphs(out_dir: str, recipe: str = DEFAULT_RECIPE, exclude: Sequence[str] = (),
                     calibration: Optional[Sequence[dict]] = None) -> str:
-    """Write both graphs of the INT8 set next to the FP32 ones in out_dir; returns how the relation graph went."""
-    import shutil
+    """Write both graphs of the INT8 set next to the FP32 ones in out_dir; returns how the relation graph went.
 
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    The relation graph stays FP32 in every recipe: pooling spans by prefix sums made it under 1% of the
+    pipeline's time (rasd_train.profile_pipeline), so INT8 could gain at most that, and dynamic INT8 would
+    make its outputs depend on the batch."""
+    import shutil
     quantize_encoder(os.path.join(out_dir, ENCODER["file"]), os.path.join(out_dir, ENCODER["int8_file"]), recipe,
                      exclude, calibration)
-    src, dst = os.path.join(out_dir, RELATION["file"]), os.path.join(out_dir, RELATION["int8_file"])
-    if recipe.startswith("static"):
-        shutil.copyfile(src, dst)  # the INT8 set's relation graph is the FP32 one: batch-independent
-        return "fp32"
-    quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul", "Gemm"])
-    return "dynamic"
+    shutil.copyfile(os.path.join(out_dir, RELATION["file"]), os.path.join(out_dir, RELATION["int8_file"]))
+    return "fp32"
 
 
 def output_error(fp32_path: str, int8_path: str, batches: Sequence[dict]) -> float:
