@@ -4,6 +4,8 @@ measured is what is served (relation pairs live in rasd.pairs).
 """
 from __future__ import annotations
 
+import re
+from functools import lru_cache
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -51,9 +53,18 @@ def paragraph_breaks(tt: TokenizedText) -> np.ndarray:
     """breaks[i] is True when a paragraph break lies between word i-1 and word i (and for word 0)."""
     text, words = tt.text, tt.words
     out = np.ones(len(words), dtype=bool)
-    for i in range(1, len(words)):
-        out[i] = "\n" in text[words[i - 1][1]:words[i][0]]
+    newlines = np.array([m.start() for m in re.finditer("\n", text)], dtype=np.int64)
+    if len(words) > 1:
+        gaps = np.array(words, dtype=np.int64)
+        # a newline at a position p with end(word i-1) <= p < start(word i)
+        out[1:] = np.searchsorted(newlines, gaps[1:, 0]) > np.searchsorted(newlines, gaps[:-1, 1])
     return out
+
+
+@lru_cache(maxsize=32)
+def _transitions(id2tag: Tuple[str, ...]) -> Tuple[np.ndarray, np.ndarray]:
+    """(allowed[a, b], can_start[b]) for a tag set, computed once per model."""
+    return allowed_transitions(id2tag), np.array([not t.startswith("I-") for t in id2tag])
 
 
 def allowed_transitions(id2tag: Sequence[str]) -> np.ndarray:
@@ -67,18 +78,31 @@ def allowed_transitions(id2tag: Sequence[str]) -> np.ndarray:
     return allowed
 
 
+def is_valid_sequence(tags: np.ndarray, allowed: np.ndarray, can_start: np.ndarray, breaks: np.ndarray) -> bool:
+    """Whether a tag sequence is valid IOB2: each tag may start (first word, after a break) or follow."""
+    if not len(tags):
+        return True
+    starts_ok = can_start[tags] | ~breaks
+    follows_ok = np.ones(len(tags), dtype=bool)
+    follows_ok[1:] = allowed[tags[:-1], tags[1:]] | breaks[1:]
+    return bool(can_start[tags[0]] and starts_ok.all() and follows_ok.all())
+
+
 def viterbi_tags(word_probs: np.ndarray, id2tag: Sequence[str], breaks: np.ndarray) -> np.ndarray:
     """The most probable tag sequence that is valid IOB2, paragraph by paragraph.
 
     Maximises the sum of log probabilities of the words' tags under the
     transition constraints: no I-X after O, after another label, at the
     start of a text or after a paragraph break. Where the argmax tags are
-    already valid, they are the answer.
+    already valid, they are the answer (the unconstrained maximum satisfies
+    the constraints), and the dynamic programme is skipped.
     """
     n, k = word_probs.shape
+    allowed, can_start = _transitions(tuple(id2tag))
+    best = word_probs.argmax(-1)
+    if is_valid_sequence(best, allowed, can_start, breaks):
+        return best
     logp = np.log(np.clip(word_probs, 1e-12, None))
-    allowed = allowed_transitions(id2tag)
-    can_start = np.array([not t.startswith("I-") for t in id2tag])
     trans = np.where(allowed, 0.0, -np.inf)
     score = np.where(can_start, logp[0], -np.inf)
     back = np.zeros((n, k), dtype=np.int64)

@@ -226,3 +226,26 @@ def test_marks_and_tatweel_change_no_token_and_no_offset(words, marks, rnd):
     assert a.token_ids == b.token_ids and a.token_word == b.token_word
     assert [model_form(marked[s:e]) for s, e in b.words] == [plain[s:e] for s, e in a.words]
     assert b.words == split_words(marked)  # offsets are those of the text as written
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, len(TAGS) - 1), min_size=1, max_size=12), st.lists(st.booleans(), min_size=12,
+                                                                                  max_size=12))
+def test_fast_validity_check_agrees_with_the_rule(tags, flags):
+    """Viterbi returns the argmax when it is valid; the vectorised check must say exactly what the rule says."""
+    from rasd.decode import _transitions, is_valid_sequence
+    tags = np.array(tags)
+    breaks = np.array([True] + flags[1:len(tags)])
+    allowed, can_start = _transitions(tuple(TAGS))
+    assert is_valid_sequence(tags, allowed, can_start, breaks) == _valid_iob2(tags, breaks)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["قاعدة", "التنف", " ", "\n", "،", "\n\n", " \n "]), min_size=0, max_size=20))
+def test_paragraph_breaks_match_the_newlines_between_words(pieces):
+    from rasd.decode import paragraph_breaks
+    text = "".join(pieces)
+    tt = tokenize_text(text, char_tokenizer())
+    words = tt.words
+    expected = [True] + ["\n" in text[words[i - 1][1]:words[i][0]] for i in range(1, len(words))]
+    assert paragraph_breaks(tt).tolist() == expected[:len(words)]
