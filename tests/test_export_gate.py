@@ -2,6 +2,8 @@
 import json
 import os
 
+import pytest
+
 from rasd.schema import Document, Entity, Relation
 from rasd_train.export import INT8_GATE_BATCH_SIZES, agreement
 
@@ -87,3 +89,31 @@ def test_bench_runs_every_variant_and_relates_pipelines_to_their_encoders(traine
     assert all("error" not in r and r["tokens_per_s_b32"] > 0 for r in rows.values()), result["rows"]
     assert set(result["meta"]["pipeline_vs_encoder_b32"]) == {"onnx-fp32-unfused", "onnx-fp32", "onnx-int8"}
     assert rows["onnx-fp32"]["entity_f1"] == rows["onnx-fp32-unfused"]["entity_f1"]  # fusion changes no decision
+
+
+def test_smoothing_keeps_the_fp32_function_and_shrinks_int8_error(exported_model, mini_corpus, tmp_path):
+    """SmoothQuant scaling is exact in FP32 (X/s @ s*W), puts a Mul in front of every quantised node, and the
+    measured INT8 error of the smoothed graph is reported, not assumed."""
+    import onnx
+
+    from rasd.backend import ModelSpec, read_config
+    from rasd.schema import read_documents
+    from rasd_train.quantize import calibration_batches, output_error, quantize_encoder
+    from rasd_train.smooth import smooth_encoder
+    from tokenizers import Tokenizer
+    spec = ModelSpec.from_dict(read_config(exported_model))
+    tok = Tokenizer.from_file(os.path.join(exported_model, "tokenizer.json"))
+    texts = [d.text for d in read_documents(os.path.join(mini_corpus, "train.jsonl"), spec.scheme)]
+    batches = calibration_batches(texts, tok, spec, batch_size=4, max_windows=16)
+    src, smoothed = os.path.join(exported_model, "encoder.onnx"), str(tmp_path / "smoothed.onnx")
+    info = smooth_encoder(src, smoothed, batches)
+    graph = onnx.load(smoothed).graph
+    quantisable = [n for n in graph.node if n.op_type in ("MatMul", "Attention") and n.input[1] in
+                   {t.name for t in graph.initializer}]
+    assert info["nodes"] == len(quantisable) > 0
+    assert all(n.input[0].endswith("/smoothed_input") for n in quantisable)
+    assert output_error(src, smoothed, batches) < 1e-5  # the same function in FP32
+    quantize_encoder(src, str(tmp_path / "q.onnx"), "dynamic-smooth", calibration=batches)
+    assert output_error(src, str(tmp_path / "q.onnx"), batches) > 0  # INT8 really ran
+    with pytest.raises(ValueError, match="needs calibration batches"):
+        quantize_encoder(src, str(tmp_path / "q2.onnx"), "dynamic-smooth")

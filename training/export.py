@@ -39,7 +39,7 @@ from rasd.schema import Document, read_documents
 from .metrics import headline, score
 from .fuse import eager_attention, fuse_encoder
 from .modeling import RasdModel, TorchBackend
-from .quantize import DEFAULT_RECIPE, RECIPES, calibration_batches, quantize_graphs
+from .quantize import DEFAULT_RECIPE, RECIPES, calibration_batches, needs_calibration, quantize_graphs
 
 INT8_TOLERANCE = 0.005  # F1, absolute (0.5 point)
 SAMPLE_TEXTS = [
@@ -265,7 +265,7 @@ def export(model_dir: str, out_dir: str, quantize: bool = False, data_dir: Optio
             report["fp32_gate"] = headline(score(gate_docs, fp32_preds, scheme=spec.scheme))
         if quantize:
             calibration = None
-            if int8_recipe.startswith("static"):
+            if needs_calibration(int8_recipe):
                 train_path = os.path.join(data_dir or "", "train.jsonl")
                 if not (data_dir and os.path.exists(train_path)):
                     raise GateFailure(f"INT8 recipe {int8_recipe!r} calibrates on training texts: {train_path} "

@@ -27,7 +27,8 @@ from rasd.schema import read_documents
 
 from .export import GATE_SPLITS, int8_gate, onnx_predictions
 from .metrics import headline, score
-from .quantize import RECIPES, calibration_batches, matmul_nodes, output_error, quantize_encoder, quantize_graphs
+from .quantize import (RECIPES, calibration_batches, matmul_nodes, needs_calibration, output_error, quantize_encoder,
+                       quantize_graphs)
 
 
 def encoder_tokens_per_s(model_path: str, batches: List[dict], threads: int = 2, repeats: int = 2) -> float:
@@ -91,7 +92,7 @@ def main(argv=None) -> int:
             scratch = os.path.join(tmp, "x")
             shutil.copytree(args.export_dir, scratch)
             t = time.time()
-            relation = quantize_graphs(scratch, recipe, exclude, calib if recipe.startswith("static") else None)
+            relation = quantize_graphs(scratch, recipe, exclude, calib if needs_calibration(recipe) else None)
             gate = int8_gate(scratch, docs, fp32)
             row = {"quantize_s": round(time.time() - t, 1), "relation_graph": relation, "exclude": exclude,
                    "worst_f1": gate["worst"], "agreement": gate["agreement"],

@@ -16,6 +16,9 @@ quantize_graphs):
   pairs of bytes into 16-bit sums that can saturate; U8U8 kernels do not.
 - `-rr` variants: 7-bit weights ("reduce_range"), the other way to avoid
   that saturation.
+- `-smooth` variants: the graph's quantised inputs are first rescaled per
+  channel (rasd_train.smooth, SmoothQuant), so that the few outlier
+  channels of a BERT layer's inputs no longer set the whole range.
 
 Any recipe takes `exclude`: node names kept FP32 (from the sensitivity scan).
 """
@@ -28,19 +31,28 @@ import numpy as np
 
 from rasd.onnx_spec import ENCODER, RELATION
 
-# name -> (mode, keep feed-forward outputs FP32, weight type "s8"/"u8", reduce_range)
+# name -> (mode, keep feed-forward outputs FP32, weight type "s8"/"u8", reduce_range, smooth)
 RECIPE_OPTIONS = {
-    "dynamic-ffn-fp32": ("dynamic", True, "s8", False),
-    "dynamic": ("dynamic", False, "s8", False),
-    "dynamic-u8": ("dynamic", False, "u8", False),
-    "dynamic-u8-ffn-fp32": ("dynamic", True, "u8", False),
-    "dynamic-rr": ("dynamic", False, "s8", True),
-    "static": ("static", False, "s8", False),
-    "static-ffn-fp32": ("static", True, "s8", False),
-    "static-u8": ("static", False, "u8", False),
-    "static-rr": ("static", False, "s8", True),
+    "dynamic-smooth": ("dynamic", False, "s8", False, True),
+    "dynamic-smooth-ffn-fp32": ("dynamic", True, "s8", False, True),
+    "static-smooth": ("static", False, "s8", False, True),
+    "dynamic-ffn-fp32": ("dynamic", True, "s8", False, False),
+    "dynamic": ("dynamic", False, "s8", False, False),
+    "dynamic-u8": ("dynamic", False, "u8", False, False),
+    "dynamic-u8-ffn-fp32": ("dynamic", True, "u8", False, False),
+    "dynamic-rr": ("dynamic", False, "s8", True, False),
+    "static": ("static", False, "s8", False, False),
+    "static-ffn-fp32": ("static", True, "s8", False, False),
+    "static-u8": ("static", False, "u8", False, False),
+    "static-rr": ("static", False, "s8", True, False),
 }
 RECIPES = tuple(RECIPE_OPTIONS)
+
+
+def needs_calibration(recipe: str) -> bool:
+    """Static ranges and smoothing scales are measured on training texts."""
+    mode, _, _, _, smooth = RECIPE_OPTIONS[recipe]
+    return mode == "static" or smooth
 DEFAULT_RECIPE = "dynamic-ffn-fp32"
 
 
@@ -95,7 +107,17 @@ def quantize_encoder(src: str, dst: str, recipe: str, exclude: Sequence[str] = (
     FLOAT = TensorProto.FLOAT  # ONNX shape inference cannot type the fused ops' outputs (rasd_train.fuse)
     if recipe not in RECIPES:
         raise ValueError(f"unknown INT8 recipe {recipe!r}; known: {', '.join(RECIPES)}")
-    mode, ffn_fp32, weights, reduce_range = RECIPE_OPTIONS[recipe]
+    mode, ffn_fp32, weights, reduce_range, smooth = RECIPE_OPTIONS[recipe]
+    if smooth:
+        if not calibration:
+            raise ValueError(f"recipe {recipe!r} needs calibration batches (training texts) for its scales")
+        from .smooth import smooth_encoder
+        smoothed = dst + ".smoothed.onnx"
+        smooth_encoder(src, smoothed, calibration, skip=exclude)
+        try:
+            return quantize_encoder(smoothed, dst, recipe.replace("-smooth", ""), exclude, calibration)
+        finally:
+            os.remove(smoothed)
     weight_type = QuantType.QUInt8 if weights == "u8" else QuantType.QInt8
     keep = list(exclude) + (ffn_output_matmuls(src) if ffn_fp32 else [])
     if mode == "dynamic":
