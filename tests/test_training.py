@@ -5,6 +5,8 @@ import os
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import rasd
 from rasd.schema import Document, Entity, Relation
@@ -311,3 +313,28 @@ def test_unknown_relation_feature_is_named():
     from rasd_train.modeling import RasdConfig
     with pytest.raises(ValueError, match="relation_features: unknown \\['same_paragraph'\\]"):
         RasdConfig(relation_features=["same_paragraph"])
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 9), st.data())
+def test_span_pooling_by_prefix_sums_equals_the_direct_definition(batch, length, data):
+    """Mean and attention pooling from prefix sums equal the plain per-span formulas, empty spans included."""
+    from rasd_train.modeling import _prefix_sums, _span_attention, _span_mean
+    torch.manual_seed(data.draw(st.integers(0, 1000)))
+    hidden, scores = torch.randn(batch, length, 4) * 5, torch.randn(batch, length) * 3
+    rows, spans = [], []
+    for _ in range(data.draw(st.integers(1, 6))):
+        b, a = data.draw(st.integers(0, batch - 1)), data.draw(st.integers(0, length))
+        rows.append(b)
+        spans.append((a, data.draw(st.integers(a, length))))
+    pb, se = torch.tensor(rows), torch.tensor(spans).reshape(-1, 2)
+    row_start = pb * (length + 1)
+    mean = _span_mean(_prefix_sums(hidden), row_start, se[:, 0], se[:, 1], hidden.dtype)
+    att = _span_attention(hidden, scores, row_start, se[:, 0], se[:, 1])
+    for p, (b, (a, e)) in enumerate(zip(rows, spans)):
+        if e == a:
+            assert torch.all(mean[p] == 0) and torch.all(att[p] == 0)
+            continue
+        assert torch.allclose(mean[p], hidden[b, a:e].mean(0), atol=1e-5)
+        w = torch.softmax(scores[b, a:e], dim=0)
+        assert torch.allclose(att[p], (w.unsqueeze(1) * hidden[b, a:e]).sum(0), atol=1e-5)

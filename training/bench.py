@@ -47,8 +47,9 @@ def _backend(variant: str, model_dir: str, export_dir: str, threads: int):
     return loaded.backend
 
 
-def int8_dir(export_dir: str, scratch: str) -> str:
-    """The export itself if it publishes INT8; else a scratch copy quantised the way export does.
+def int8_dir(export_dir: str, scratch: str, data_dir: str) -> str:
+    """The export itself if it publishes INT8; else a scratch copy quantised the way export does (the default
+    recipe, calibrated on the training split when the recipe needs it).
 
     INT8 graphs that failed the export's F1 gate are not published, but the
     benchmark still measures them, so the table shows what the gate refused.
@@ -56,9 +57,19 @@ def int8_dir(export_dir: str, scratch: str) -> str:
     from rasd.onnx_spec import graph_files
     if graph_files(os.listdir(export_dir), quantized=True)[0].endswith(".int8.onnx"):
         return export_dir
-    from .quantize import quantize_graphs
+    from tokenizers import Tokenizer
+
+    from rasd.backend import ModelSpec, read_config
+    from rasd.schema import read_documents
+
+    from .quantize import DEFAULT_RECIPE, calibration_batches, needs_calibration, quantize_graphs
     shutil.copytree(export_dir, scratch, dirs_exist_ok=True)
-    quantize_graphs(scratch)  # the default recipe (a static recipe would need calibration texts)
+    calibration = None
+    if needs_calibration(DEFAULT_RECIPE):
+        spec = ModelSpec.from_dict(read_config(export_dir))
+        texts = [d.text for d in read_documents(os.path.join(data_dir, "train.jsonl"), spec.scheme)]
+        calibration = calibration_batches(texts, Tokenizer.from_file(os.path.join(export_dir, "tokenizer.json")), spec)
+    quantize_graphs(scratch, DEFAULT_RECIPE, calibration=calibration)
     return scratch
 
 
@@ -201,7 +212,7 @@ def main(argv=None) -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="rasd-bench-") as scratch:
         dirs = {"torch": args.export_dir, "fp32": args.export_dir,
-                "int8": int8_dir(args.export_dir, os.path.join(scratch, "int8")),
+                "int8": int8_dir(args.export_dir, os.path.join(scratch, "int8"), args.data),
                 "fp32-unfused": unfused_dir(args.model_dir, args.export_dir, os.path.join(scratch, "unfused"))}
         published = dirs["int8"] == args.export_dir
         rows = [_run_in_subprocess(v, args, dirs[graphs]) for v, graphs in VARIANTS.items()]

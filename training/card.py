@@ -71,6 +71,10 @@ def render_card(summary: dict, export_report: Optional[dict], model_name: str = 
         lines = ["- ONNX FP32 vs torch: " + ", ".join(f"`{k}` max abs diff {v['max_abs_diff']:.1e}"
                                                       for k, v in p["outputs"].items()) +
                  f"; decoded predictions identical on {p['texts']} texts: {p['decoded_identical']}."]
+        fusion = export_report.get("fusion") or {}
+        if fusion.get("applied"):
+            lines.append("- The encoder graph is fused by onnxruntime's transformer optimizer: " +
+                         ", ".join(f"{op} ×{n}" for op, n in fusion["fused"].items()) + ".")
         if "fp32_gate" in export_report:
             g = export_report.get("gate_documents", {})
             lines.append(f"- F1 on dev and test together ({g.get('documents', '?')} documents, {g.get('relations', '?')} "
@@ -79,7 +83,8 @@ def render_card(summary: dict, export_report: Optional[dict], model_name: str = 
         if "int8_gate" in export_report:
             pub = "published" if export_report.get("int8_published") else "not published (over the 0.5 point gate)"
             agree = export_report.get("int8_agreement", {})
-            lines.append(f"- ONNX INT8 (worst over batch sizes "
+            recipe = export_report.get("int8_recipe", {}).get("recipe", "?")
+            lines.append(f"- ONNX INT8, recipe `{recipe}` (worst over batch sizes "
                          f"{', '.join(map(str, export_report.get('int8_by_batch_size', {}))) or '16'}): entities "
                          f"{_f(export_report['int8_gate']['entity_f1'])}, relations "
                          f"{_f(export_report['int8_gate']['relation_f1'])}; decisions identical to FP32: entities "

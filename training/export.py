@@ -39,7 +39,7 @@ from rasd.schema import Document, read_documents
 from .metrics import headline, score
 from .fuse import eager_attention, fuse_encoder
 from .modeling import RasdModel, TorchBackend
-from .quantize import DEFAULT_RECIPE, RECIPES, calibration_batches, needs_calibration, quantize_graphs
+from .quantize import DEFAULT_RECIPE, RECIPES, calibration_batches, is_static, needs_calibration, quantize_graphs
 
 INT8_TOLERANCE = 0.005  # F1, absolute (0.5 point)
 SAMPLE_TEXTS = [
@@ -79,24 +79,34 @@ def _export(module: nn.Module, args: tuple, graph: dict, path: str) -> None:
                       dynamic_axes=dynamic_axes(graph), opset_version=17, do_constant_folding=True, dynamo=False)
 
 
-def export_graphs(model: RasdModel, tokenizer, out_dir: str, fuse: bool = True) -> dict:
-    """Write both FP32 graphs; the encoder is traced with eager attention and fused (rasd_train.fuse) unless
-    fuse=False. Returns the fusion report."""
-    model.eval()
+def _sample_batch(model: RasdModel, tokenizer):
     spec = model.config.spec()
     batch = pipeline.pad_rows([tokenizer.backend_tokenizer.encode(t).ids[:spec.window_length] for t in SAMPLE_TEXTS],
                               0)
-    ids, mask = (torch.as_tensor(a) for a in batch)
-    with torch.no_grad():
-        _, hidden = model.encode(ids, mask)
+    return tuple(torch.as_tensor(a) for a in batch)
+
+
+def export_encoder(model: RasdModel, tokenizer, path: str, fuse: bool = True) -> dict:
+    """Write the FP32 encoder graph; traced with eager attention and fused (rasd_train.fuse) unless fuse=False.
+    Returns the fusion report."""
+    model.eval()
+    ids, mask = _sample_batch(model, tokenizer)
     # The wrappers are put in eval mode too: the exporter restores each wrapper's own mode afterwards,
     # and a fresh module is in training mode, which would switch the model's dropout back on.
-    encoder_path = os.path.join(out_dir, ENCODER["file"])
     with eager_attention(model) if fuse else contextlib.nullcontext():
-        _export(EncoderGraph(model).eval(), (ids, mask), ENCODER, encoder_path)
-    fusion = fuse_encoder(encoder_path, model.config.encoder_hf_config()) if fuse else {"applied": False,
-                                                                                         "reason": "fuse=False"}
-    n_types = len(spec.scheme.entities)
+        _export(EncoderGraph(model).eval(), (ids, mask), ENCODER, path)
+    if not fuse:
+        return {"applied": False, "reason": "fuse=False"}
+    return fuse_encoder(path, model.config.encoder_hf_config())
+
+
+def export_graphs(model: RasdModel, tokenizer, out_dir: str, fuse: bool = True) -> dict:
+    """Write both FP32 graphs (the encoder fused unless fuse=False); returns the fusion report."""
+    fusion = export_encoder(model, tokenizer, os.path.join(out_dir, ENCODER["file"]), fuse)
+    ids, mask = _sample_batch(model, tokenizer)
+    with torch.no_grad():
+        _, hidden = model.encode(ids, mask)
+    n_types = len(model.config.spec().scheme.entities)
     example = {"pair_batch": [0, 1, 1], "head_span": [[1, 3], [2, 4], [1, 2]], "tail_span": [[4, 6], [1, 2], [5, 7]],
                "head_type": [1 % n_types, 0, 2 % n_types], "tail_type": [0, 1 % n_types, 3 % n_types],
                "distance_bucket": [2, 0, 5], "sentence_gap": [0, 1, 3]}
@@ -272,7 +282,13 @@ def export(model_dir: str, out_dir: str, quantize: bool = False, data_dir: Optio
                                       f"not found")
                 calibration = calibration_batches([d.text for d in read_documents(train_path, spec.scheme)],
                                                   tokenizer.backend_tokenizer, spec)
-            relation = quantize_graphs(tmp, int8_recipe, int8_exclude, calibration)
+            source = None
+            if is_static(int8_recipe):  # static QDQ needs an unfused trace (rasd_train.quantize)
+                source = os.path.join(tmp, "encoder.unfused.onnx")
+                export_encoder(model, tokenizer, source, fuse=False)
+            relation = quantize_graphs(tmp, int8_recipe, int8_exclude, calibration, encoder_source=source)
+            if source:
+                os.remove(source)
             report["int8_recipe"] = {"recipe": int8_recipe, "exclude": list(int8_exclude), "relation_graph": relation}
             if gate_docs:
                 int8 = int8_gate(tmp, gate_docs, fp32_preds)

@@ -116,17 +116,21 @@ def _span_mean(prefix: torch.Tensor, row_start: torch.Tensor, starts: torch.Tens
     return (total / (ends - starts).clamp(min=1).unsqueeze(1).to(torch.float64)).to(dtype)
 
 
-def _span_attention(flat_hidden: torch.Tensor, row_start: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor,
-                    scores: torch.Tensor) -> torch.Tensor:
-    """Attention pooling of tokens start <= t < end of each pair's row (row_start = pair_batch * T), weighted
-    by softmax(scores) inside the span: scores [B*T] are one learned logit per token. One [P, B*T] mask
-    times the flat hidden states [B*T, H] gives every pair at once; empty spans pool to zeros."""
-    pos = torch.arange(flat_hidden.shape[0], device=flat_hidden.device).unsqueeze(0)
-    lo, hi = (row_start + starts).unsqueeze(1), (row_start + ends).unsqueeze(1)
-    inside = (pos >= lo) & (pos < hi)
-    weights = torch.softmax(scores.unsqueeze(0).masked_fill(~inside, -1e4), dim=-1)
-    weights = weights * inside.any(dim=1, keepdim=True).to(weights.dtype)
-    return weights.to(flat_hidden.dtype) @ flat_hidden
+def _span_attention(hidden_states: torch.Tensor, scores: torch.Tensor, row_start: torch.Tensor,
+                    starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """Attention pooling of tokens start <= t < end of each pair's row: softmax(scores) inside the span times
+    the hidden states, where scores [B, T] are one learned logit per token; row_start = pair_batch * (T+1).
+
+    Softmax inside a span is sum(e^s_t h_t) / sum(e^s_t) over the span, so prefix sums of e^s_t h_t and e^s_t
+    give every pair from two gathered rows each, like _span_mean (e^s is taken relative to each row's
+    maximum, in float64). Empty spans pool to zeros."""
+    w = torch.exp((scores - scores.max(dim=1, keepdim=True).values).to(torch.float64)).unsqueeze(-1)
+    weighted, norm = _prefix_sums(hidden_states.to(torch.float64) * w), _prefix_sums(w)
+    ends = torch.maximum(ends, starts)
+    lo, hi = row_start + starts, row_start + ends
+    total = weighted.index_select(0, hi) - weighted.index_select(0, lo)
+    mass = norm.index_select(0, hi) - norm.index_select(0, lo)
+    return (total / mass.clamp(min=1e-300)).to(hidden_states.dtype)
 
 
 def _layer_index(name: str) -> int:
@@ -243,9 +247,8 @@ class RasdModel(PreTrainedModel):
             first = torch.minimum(head_span[:, 0], tail_span[:, 0])
             pooled.append(mean((first - self.config.relation_left_context).clamp(min=0), first))
         if "context_attention" in feats_on:
-            flat = hidden_states.reshape(-1, hidden_states.shape[-1])
-            scores = self.context_scorer(flat).squeeze(-1)
-            pooled.append(_span_attention(flat, pair_batch * hidden_states.shape[1], ctx_start, ctx_end, scores))
+            scores = self.context_scorer(hidden_states).squeeze(-1)  # [B, T]
+            pooled.append(_span_attention(hidden_states, scores, row_start, ctx_start, ctx_end))
         extra = [self.type_embedding(head_type), self.type_embedding(tail_type),
                  self.distance_embedding(distance_bucket)]
         if "sentence_gap" in feats_on:

@@ -45,13 +45,20 @@ def encoder_tokens_per_s(model_path: str, batches: List[dict], threads: int = 2,
     return tokens / (time.perf_counter() - t)
 
 
-def sensitivity_scan(export_dir: str, batches: List[dict], scratch: str) -> List[dict]:
+def sensitivity_scan(export_dir: str, batches: List[dict], scratch: str, smooth: bool = False) -> List[dict]:
+    """Each MatMul/Attention quantised alone (dynamic INT8, the rest FP32), ranked by the tag-logit error it
+    causes. smooth=True scans the SmoothQuant-scaled graph (rasd_train.smooth), as the -smooth recipes use it."""
     src = os.path.join(export_dir, ENCODER["file"])
-    nodes = matmul_nodes(src)
+    scanned = src
+    if smooth:
+        from .smooth import smooth_encoder
+        scanned = os.path.join(scratch, "smoothed.onnx")
+        smooth_encoder(src, scanned, batches)
+    nodes = matmul_nodes(scanned)
     rows = []
     for name in nodes:
         dst = os.path.join(scratch, "one.onnx")
-        quantize_encoder(src, dst, "dynamic", exclude=[n for n in nodes if n != name])
+        quantize_encoder(scanned, dst, "dynamic", exclude=[n for n in nodes if n != name])
         rows.append({"node": name, "tag_logit_error": output_error(src, dst, batches)})
     return sorted(rows, key=lambda r: -r["tag_logit_error"])
 
@@ -82,7 +89,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         variants = [(r, []) for r in args.recipes]
         if args.scan:
-            scan = sensitivity_scan(args.export_dir, calib[:4], tmp)
+            scan = sensitivity_scan(args.export_dir, calib[:4], tmp, smooth=any("smooth" in r for r in args.recipes))
             result["scan"] = scan
             worst = [r["node"] for r in scan[:args.scan]]
             print("most sensitive: " + ", ".join(f"{r['node']} {r['tag_logit_error']:.4f}" for r in scan[:10]))
