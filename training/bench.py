@@ -127,21 +127,17 @@ def run_variant(variant: str, model_dir: str, export_dir: str, data_dir: str, th
             t0 = time.perf_counter()
             pipeline.predict([t], tok, spec, backend, batch_size=1)
             lat1.append(time.perf_counter() - t0)
-        lat32, preds = [], []
-        t_all = time.perf_counter()
-        for i in range(0, len(texts), 32):
-            t0 = time.perf_counter()
-            preds += pipeline.predict(texts[i:i + 32], tok, spec, backend, batch_size=32,
-                                      doc_ids=[d.id for d in docs[i:i + 32]])
-            lat32.append(time.perf_counter() - t0)
-        total32 = time.perf_counter() - t_all
+        # Batch 32: all texts in one call, as `rasd predict` does per chunk; windows are sorted by length across
+        # the whole call, exactly as the encoder-alone variant batches them, so the ratio between the two is
+        # the pipeline's own overhead (tokenize, windows, decode, pairs, relation graph), not extra padding.
+        t0 = time.perf_counter()
+        preds = pipeline.predict(texts, tok, spec, backend, batch_size=32, doc_ids=[d.id for d in docs])
+        total32 = time.perf_counter() - t0
         out.update({
             "tokens_per_s_b1": round(n_tokens / sum(lat1), 1), "tokens_per_s_b32": round(n_tokens / total32, 1),
             "docs_per_s_b1": round(len(texts) / sum(lat1), 2), "docs_per_s_b32": round(len(texts) / total32, 2),
             "latency_ms_b1_p50": round(1000 * float(np.percentile(lat1, 50)), 1),
             "latency_ms_b1_p95": round(1000 * float(np.percentile(lat1, 95)), 1),
-            "latency_ms_b32_p50": round(1000 * float(np.percentile(lat32, 50)), 1),
-            "latency_ms_b32_p95": round(1000 * float(np.percentile(lat32, 95)), 1),
             **headline(score(docs, preds, scheme=spec.scheme)),
         })
     out["peak_rss_mb"] = peak_rss_mb()
