@@ -338,3 +338,13 @@ def test_span_pooling_by_prefix_sums_equals_the_direct_definition(batch, length,
         assert torch.allclose(mean[p], hidden[b, a:e].mean(0), atol=1e-5)
         w = torch.softmax(scores[b, a:e], dim=0)
         assert torch.allclose(att[p], (w.unsqueeze(1) * hidden[b, a:e]).sum(0), atol=1e-5)
+
+
+def test_export_of_a_model_with_relation_features_passes_parity(mini_docs, tmp_path):
+    from rasd_train.export import export
+    tok, model, _ = _tiny_model_and_batch(mini_docs, 0, ("sentence_gap", "context_attention"))
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    report = export(str(tmp_path / "model"), str(tmp_path / "out"))
+    assert report["parity"]["passed"], report["parity"]
+    assert report["parity"]["outputs"]["relation_logits"]["allclose"]

@@ -128,7 +128,7 @@ def _outputs(backend, tokenizer, spec, texts):
     n = min(len(texts), 3)
     pairs = {"pair_batch": np.arange(n), "head_span": np.tile([[1, 2]], (n, 1)), "tail_span": np.tile([[3, 5]], (n, 1)),
              "head_type": np.zeros(n, np.int64), "tail_type": np.ones(n, np.int64) % len(spec.scheme.entities),
-             "distance_bucket": np.full(n, 2)}
+             "distance_bucket": np.full(n, 2), "sentence_gap": np.arange(n) % 4}
     rel = backend.relate(hidden, pairs)
     preds = pipeline.predict(texts, tokenizer, spec, backend)
     return {"tag_logits": np.asarray(logits) * mask[..., None], "relation_logits": np.asarray(rel)}, preds
