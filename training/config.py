@@ -53,7 +53,8 @@ class ModelArgs:
                                                                      "win on dev relation F1 when compared)."})
     relation_features: List[str] = field(default_factory=list, metadata={
         "help": "Extra pair features: 'sentence_gap' (sentence ends between head and tail) and/or "
-                "'context_attention' (learned attention pooling of the tokens between them)."})
+                "'context_attention' (learned attention pooling of the tokens between them). Both together: "
+                "dev relation F1 +1.4 on 2 seeds (README); not the default until 3 seeds are measured."})
 
 
 @dataclass
