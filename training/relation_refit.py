@@ -165,14 +165,6 @@ def describe(windows: List[dict]) -> dict:
             "pairs_with_predicted_entity": sum(1 for _, p in flat if p)}
 
 
-def refit(model: RasdModel, tokenizer, train: List[Document], args: RefitArgs) -> dict:
-    """Refit `model`'s relation head in place; returns what it did."""
-    started = time.time()
-    windows = prepare(model, tokenizer, train)
-    losses = fit_head(model, windows if args.predicted else gold_only(windows), args)
-    return {**describe(windows), "epoch_losses": losses, "wall_s": round(time.time() - started, 1)}
-
-
 def compare(model_dir: str, corpus: str, variants: List[RefitArgs]) -> dict:
     """Dev figures of the jointly trained head and of each refit variant, all from one cached encoder pass."""
     from transformers import AutoTokenizer
