@@ -14,8 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 from .schema import Entity
-from .text import model_form, split_words
+from .text import has_marks, model_form, split_words
 
 IGNORE_INDEX = -100
 
@@ -59,24 +61,32 @@ class TokenizedText:
 
 
 def tokenize_text(text: str, tokenizer) -> TokenizedText:
-    words = split_words(text)
-    if not words:
-        return TokenizedText(text, [], [], [], [], [])
+    return tokenize_texts([text], tokenizer)[0]
+
+
+def tokenize_texts(texts: Sequence[str], tokenizer) -> List[TokenizedText]:
+    """Words and sub-tokens of many texts, with one batched call into the tokenizer (its Rust side
+    tokenizes the texts in parallel)."""
+    words = [split_words(t) for t in texts]
     # Words are cut from the text as written; the encoder reads each word's model form (no diacritics or
     # tatweel), and everything downstream works in words, so offsets stay those of the original text.
-    enc = tokenizer.encode([model_form(text[s:e]) for s, e in words], is_pretokenized=True,
-                           add_special_tokens=False)
-    ids = list(enc.ids)
-    wids = list(enc.word_ids)
-    first = [-1] * len(words)
-    counts = [0] * len(words)
-    for t, w in enumerate(wids):
-        if first[w] < 0:
-            first[w] = t
-        counts[w] += 1
+    forms = [[model_form(t[s:e]) for s, e in ws] if has_marks(t) else [t[s:e] for s, e in ws]
+             for t, ws in zip(texts, words)]
+    todo = [i for i, ws in enumerate(words) if ws]
+    encs = tokenizer.encode_batch([forms[i] for i in todo], is_pretokenized=True, add_special_tokens=False) \
+        if todo else []
+    out = [TokenizedText(t, [], [], [], [], []) for t in texts]
+    for i, enc in zip(todo, encs):
+        out[i] = _assemble(texts[i], words[i], list(enc.ids), list(enc.word_ids), tokenizer)
+    return out
+
+
+def _assemble(text: str, words: List[Tuple[int, int]], ids: List[int], wids: List[int], tokenizer) -> TokenizedText:
+    counts = np.bincount(np.asarray(wids, dtype=np.int64), minlength=len(words)) if wids else \
+        np.zeros(len(words), dtype=np.int64)
     # A word the tokenizer turned into nothing (e.g. a lone control char
     # normalised away) still needs a slot to carry its label: give it unk.
-    if any(c == 0 for c in counts):
+    if (counts == 0).any():
         unk = tokenizer.token_to_id("[UNK]")
         if unk is None:
             unk = tokenizer.token_to_id("<unk>") or 0
@@ -86,12 +96,10 @@ def tokenize_text(text: str, tokenizer) -> TokenizedText:
             new_ids += toks
             new_w += [w] * len(toks)
         ids, wids = new_ids, new_w
-        first, counts = [-1] * len(words), [0] * len(words)
-        for t, w in enumerate(wids):
-            if first[w] < 0:
-                first[w] = t
-            counts[w] += 1
-    return TokenizedText(text, words, ids, wids, first, counts)
+        counts = np.bincount(np.asarray(wids, dtype=np.int64), minlength=len(words))
+    # word_ids come in word order, so each word's tokens are contiguous and its first one is the running sum.
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return TokenizedText(text, words, ids, wids, first.tolist(), counts.tolist())
 
 
 @dataclass
@@ -103,6 +111,10 @@ class Window:
     word_token: Dict[int, int] = field(default_factory=dict)  # word index -> position of its first token
     word_last_token: Dict[int, int] = field(default_factory=dict)  # word index -> position after its last token
     truncated_words: List[int] = field(default_factory=list)  # words whose sub-tokens did not all fit
+
+    def first_token_positions(self) -> List[int]:
+        """Position of each word's first token, in word order (where the word's tag is read)."""
+        return [self.word_token[w] for w in range(self.word_start, self.word_end)]
 
 
 def make_windows(tt: TokenizedText, specials: SpecialTokens, max_length: int, stride: int) -> List[Window]:

@@ -10,7 +10,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from .align import TokenizedText, Window, word_margin
+from .align import TokenizedText, Window
 from .schema import Entity
 from .text import is_word_char, normalize_for_linking
 
@@ -21,25 +21,29 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def merge_windows(n_words: int, windows: Sequence[Window], window_word_probs: Sequence[Dict[int, np.ndarray]]
-                  ) -> np.ndarray:
+def merge_windows(n_words: int, windows: Sequence[Window], window_word_probs: Sequence[np.ndarray]) -> np.ndarray:
     """One tag distribution per word from overlapping windows.
 
-    Each word takes the distribution of the window where it sits most
-    centrally (largest distance, in words, to the window's nearer edge): the
-    view with the most context on both sides. Ties go to the earlier window.
-    Raises if a word was not covered, since a silent gap would drop text.
+    window_word_probs[i] holds window i's distributions of its words, in word
+    order (one row per word from word_start to word_end). Each word takes the
+    distribution of the window where it sits most centrally (largest
+    distance, in words, to the window's nearer edge): the view with the most
+    context on both sides. Ties go to the earlier window. Raises if a word
+    was not covered, since a silent gap would drop text.
     """
     best = np.full(n_words, -1, dtype=np.int64)
     out = None
-    for wi, (win, probs) in enumerate(zip(windows, window_word_probs)):
-        for w, p in probs.items():
-            if out is None:
-                out = np.zeros((n_words, p.shape[-1]), dtype=np.float32)
-            margin = word_margin(win, (w, w + 1))
-            if best[w] < 0 or margin > best[w]:
-                best[w] = margin
-                out[w] = p
+    for win, probs in zip(windows, window_word_probs):
+        a, b = win.word_start, win.word_end
+        if probs.shape[0] != b - a:
+            raise ValueError(f"window over words {a}-{b} came with {probs.shape[0]} distributions")
+        if out is None:
+            out = np.zeros((n_words, probs.shape[-1]), dtype=np.float32)
+        k = np.arange(b - a)
+        margin = np.minimum(k, b - a - 1 - k)  # word_margin of each word, vectorised
+        better = margin > best[a:b]
+        best[a:b][better] = margin[better]
+        out[a:b][better] = probs[better]
     if n_words and (best < 0).any():
         missing = int(np.flatnonzero(best < 0)[0])
         raise RuntimeError(f"word {missing} was not covered by any window")
@@ -93,24 +97,30 @@ def viterbi_tags(word_probs: np.ndarray, id2tag: Sequence[str], breaks: np.ndarr
 
     Maximises the sum of log probabilities of the words' tags under the
     transition constraints: no I-X after O, after another label, at the
-    start of a text or after a paragraph break. Where the argmax tags are
-    already valid, they are the answer (the unconstrained maximum satisfies
-    the constraints), and the dynamic programme is skipped.
+    start of a text or after a paragraph break. Paragraphs are independent,
+    and where a paragraph's argmax tags are already valid they are its
+    answer (the unconstrained maximum satisfies the constraints), so the
+    dynamic programme runs only on paragraphs whose argmax is invalid.
     """
-    n, k = word_probs.shape
     allowed, can_start = _transitions(tuple(id2tag))
     best = word_probs.argmax(-1)
     if is_valid_sequence(best, allowed, can_start, breaks):
         return best
+    bounds = sorted({0, len(best)} | set(np.flatnonzero(breaks).tolist()))
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        seg = best[a:b]
+        if not (can_start[seg[0]] and allowed[seg[:-1], seg[1:]].all()):
+            best[a:b] = _viterbi_paragraph(word_probs[a:b], allowed, can_start)
+    return best
+
+
+def _viterbi_paragraph(word_probs: np.ndarray, allowed: np.ndarray, can_start: np.ndarray) -> np.ndarray:
+    n, k = word_probs.shape
     logp = np.log(np.clip(word_probs, 1e-12, None))
     trans = np.where(allowed, 0.0, -np.inf)
     score = np.where(can_start, logp[0], -np.inf)
     back = np.zeros((n, k), dtype=np.int64)
     for i in range(1, n):
-        if breaks[i]:  # a new paragraph: start afresh from the best previous tag
-            back[i] = int(score.argmax())
-            score = score.max() + np.where(can_start, logp[i], -np.inf)
-            continue
         cand = score[:, None] + trans  # [previous, current]
         back[i] = cand.argmax(0)
         score = cand.max(0) + logp[i]
@@ -143,21 +153,19 @@ def decode_tags(tt: TokenizedText, word_probs: np.ndarray, id2tag: Sequence[str]
         tag_ids = word_probs.argmax(-1)
     else:
         raise ValueError(f"unknown decoding {decoding!r} (known: {', '.join(DECODINGS)})")
-    tag_p = word_probs[np.arange(len(words)), tag_ids]
-    spans: List[Tuple[int, int, str, List[float]]] = []  # word range + label + probs
+    tag_p = word_probs[np.arange(len(words)), tag_ids].tolist()
+    tag_ids = np.asarray(tag_ids)
+    spans: List[list] = []  # [first word, last word + 1, label, probs]
     cur = None
-    for i, t in enumerate(tag_ids):
-        tag = id2tag[int(t)]
-        if tag == "O":
-            cur = None
-            continue
-        prefix, label = tag.split("-", 1)
-        same_para = cur is not None and "\n" not in text[words[i - 1][1]:words[i][0]]
-        if prefix == "I" and cur is not None and cur[2] == label and same_para:
+    outside = [k for k, t in enumerate(id2tag) if t == "O"]
+    for i in np.flatnonzero(tag_ids != (outside[0] if outside else -1)).tolist():  # O words only end spans
+        prefix, label = id2tag[int(tag_ids[i])].split("-", 1)
+        continues = cur is not None and cur[1] == i and "\n" not in text[words[i - 1][1]:words[i][0]]
+        if prefix == "I" and continues and cur[2] == label:
             cur[1] = i + 1
-            cur[3].append(float(tag_p[i]))
+            cur[3].append(tag_p[i])
         else:
-            cur = [i, i + 1, label, [float(tag_p[i])]]
+            cur = [i, i + 1, label, [tag_p[i]]]
             spans.append(cur)
     ents: List[Entity] = []
     for a, b, label, ps in spans:
@@ -169,5 +177,5 @@ def decode_tags(tt: TokenizedText, word_probs: np.ndarray, id2tag: Sequence[str]
         s, e = words[a2][0], words[b2 - 1][1]
         mention = text[s:e]
         ents.append(Entity(id=f"T{len(ents) + 1}", start=s, end=e, label=label, text=mention,
-                           score=float(np.mean(ps)), normalized=normalize_for_linking(mention)))
+                           score=sum(ps) / len(ps), normalized=normalize_for_linking(mention)))
     return ents

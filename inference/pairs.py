@@ -109,3 +109,16 @@ def decode_relation(logits: np.ndarray, head_label: str, tail_label: str, scheme
     probs = softmax(np.where(mask, logits, -np.inf))
     k = int(probs.argmax())
     return (NO_RELATION if k == 0 else scheme.relation_labels[k - 1]), float(probs[k])
+
+
+def decode_relations(logits: np.ndarray, label_pairs: Sequence[Tuple[str, str]], scheme: Scheme
+                     ) -> List[Tuple[str, float]]:
+    """decode_relation for many pairs at once: one masked softmax over [pairs, classes]."""
+    if not len(label_pairs):
+        return []
+    masks = {lp: relation_label_mask(*lp, scheme) for lp in set(label_pairs)}
+    mask = np.stack([masks[lp] for lp in label_pairs])
+    probs = softmax(np.where(mask, logits, -np.inf))
+    best = probs.argmax(-1)
+    names = [NO_RELATION] + list(scheme.relation_labels)
+    return [(names[k], float(probs[i, k])) for i, k in enumerate(best.tolist())]

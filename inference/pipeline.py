@@ -14,10 +14,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .align import SpecialTokens, TokenizedText, Window, entity_word_ranges, make_windows, tokenize_text
+from .align import SpecialTokens, TokenizedText, Window, entity_word_ranges, make_windows, tokenize_texts
 from .backend import Backend, ModelSpec
 from .decode import decode_tags, merge_windows, softmax
-from .pairs import candidate_pairs, decode_relation, pair_row, place_pair, sentence_gap, stack_pairs
+from .pairs import candidate_pairs, decode_relations, pair_row, place_pair, sentence_gap, stack_pairs
 from .scheme import NO_RELATION
 from .schema import Document, Relation
 
@@ -29,7 +29,7 @@ class _Doc:
     index: int
     tt: TokenizedText
     windows: List[Window]
-    window_probs: List[Dict[int, np.ndarray]] = field(default_factory=list)
+    window_probs: List[np.ndarray] = field(default_factory=list)  # per window: [its words, n_tags]
     window_loc: List[Tuple[int, int]] = field(default_factory=list)  # (tag batch, row)
     warnings: List[str] = field(default_factory=list)
 
@@ -56,10 +56,9 @@ def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> Tuple[np.ndarray, np
 def _prepare(texts: Sequence[str], tokenizer, spec: ModelSpec, specials: SpecialTokens) -> List[_Doc]:
     docs = []
     budget = spec.window_length - len(specials.prefix) - len(specials.suffix)
-    for i, text in enumerate(texts):
-        tt = tokenize_text(text, tokenizer)
+    for i, tt in enumerate(tokenize_texts(texts, tokenizer)):
         wins = make_windows(tt, specials, spec.window_length, spec.window_stride)
-        d = _Doc(i, tt, wins, [dict() for _ in wins], [(-1, -1)] * len(wins))
+        d = _Doc(i, tt, wins, [np.zeros(0)] * len(wins), [(-1, -1)] * len(wins))
         for win in wins:
             for w in win.truncated_words:
                 s, e = tt.words[w]
@@ -82,7 +81,7 @@ def _tag(docs: List[_Doc], backend: Backend, pad_id: int, batch_size: int) -> Li
         hidden_batches.append(np.asarray(hidden, dtype=np.float32))
         for row, (_, di, wi) in enumerate(chunk):
             win = docs[di].windows[wi]
-            docs[di].window_probs[wi] = {w: probs[row, pos] for w, pos in win.word_token.items()}
+            docs[di].window_probs[wi] = probs[row, win.first_token_positions()]
             docs[di].window_loc[wi] = (bi, row)
     return hidden_batches
 
@@ -135,13 +134,12 @@ def predict(texts: Sequence[str], tokenizer, spec: ModelSpec, backend: Backend, 
     for bi, js in jobs.items():
         pairs = stack_pairs([j.features for j in js], [j.row for j in js])
         logits = np.asarray(backend.relate(hidden_batches[bi], pairs), dtype=np.float32)
-        for j, lg in zip(js, logits):
-            doc = results[j.doc]
-            head, tail = doc.entities[j.head], doc.entities[j.tail]
-            label, score = decode_relation(lg, head.label, tail.label, spec.scheme)
+        ends = [(results[j.doc].entities[j.head], results[j.doc].entities[j.tail]) for j in js]
+        decided = decode_relations(logits, [(h.label, t.label) for h, t in ends], spec.scheme)
+        for j, (head, tail), (label, score) in zip(js, ends, decided):
             if label != NO_RELATION:
-                doc.relations.append(Relation(head=head.id, tail=tail.id, label=label,
-                                              score=spec.calibration.relations(score)))
+                results[j.doc].relations.append(Relation(head=head.id, tail=tail.id, label=label,
+                                                         score=spec.calibration.relations(score)))
     for d, doc in zip(docs, results):
         doc.relations.sort(key=lambda r: (int(r.head[1:]), int(r.tail[1:]), r.label))
         if d.warnings:

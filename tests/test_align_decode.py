@@ -96,7 +96,7 @@ def test_spans_tags_offsets_round_trip_through_windows(sample, max_length, strid
         assert b.word_start <= a.word_end and b.word_start > a.word_start
     for w in wins:
         assert len(w.input_ids) <= max_length
-    merged = merge_windows(len(tt.words), wins, [{w: probs[w] for w in win.word_token} for win in wins])
+    merged = merge_windows(len(tt.words), wins, [probs[win.word_start:win.word_end] for win in wins])
     got = decode_tags(tt, merged, TAGS)
     assert [(e.start, e.end, e.label) for e in got] == [(e.start, e.end, e.label) for e in ents]
 
@@ -107,12 +107,12 @@ def test_merge_prefers_the_most_central_window():
     w2 = Window(3, 9, [])
     a = np.array([1.0, 0.0], dtype=np.float32)
     b = np.array([0.0, 1.0], dtype=np.float32)
-    merged = merge_windows(9, [w1, w2], [{i: a for i in range(0, 6)}, {i: b for i in range(3, 9)}])
+    merged = merge_windows(9, [w1, w2], [np.tile(a, (6, 1)), np.tile(b, (6, 1))])
     # word 3: margin 2 in w1 (6-1-3) vs 0 in w2 -> w1; word 5: margin 0 in w1 vs 2 in w2 -> w2
     assert merged[3].tolist() == a.tolist()
     assert merged[5].tolist() == b.tolist()
     with pytest.raises(RuntimeError, match="not covered"):
-        merge_windows(10, [w1, w2], [{i: a for i in range(0, 6)}, {i: b for i in range(3, 9)}])
+        merge_windows(10, [w1, w2], [np.tile(a, (6, 1)), np.tile(b, (6, 1))])
 
 
 def test_giant_word_is_truncated_and_reported():
@@ -177,6 +177,24 @@ def test_viterbi_is_valid_iob2_and_never_worse_than_any_valid_sequence(rows, fla
                 else TAGS.index("B-" + TAGS[t][2:]) for i, t in enumerate(argmax)]
     if _valid_iob2(np.array(repaired), breaks):
         assert score(tags) >= score(np.array(repaired)) - 1e-9
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.lists(st.floats(0.001, 1.0), min_size=len(TAGS), max_size=len(TAGS)), min_size=1, max_size=4),
+       st.lists(st.booleans(), min_size=4, max_size=4))
+def test_viterbi_finds_the_best_valid_sequence_by_brute_force(rows, flags):
+    """Against every tag sequence of up to 4 words: the decoded one is valid and scores the maximum."""
+    import itertools
+    from rasd.decode import viterbi_tags
+    probs = np.array(rows, dtype=np.float64)
+    probs /= probs.sum(1, keepdims=True)
+    breaks = np.array([True] + flags[1:len(rows)])
+    score = lambda seq: float(np.log(probs[np.arange(len(seq)), list(seq)]).sum())
+    best = max(score(seq) for seq in itertools.product(range(len(TAGS)), repeat=len(rows))
+               if _valid_iob2(np.array(seq), breaks))
+    tags = viterbi_tags(probs, TAGS, breaks)
+    assert _valid_iob2(tags, breaks)
+    assert score(tags) == pytest.approx(best)
 
 
 def test_viterbi_fixes_a_span_cut_by_a_lone_inside_tag():
@@ -249,3 +267,37 @@ def test_paragraph_breaks_match_the_newlines_between_words(pieces):
     words = tt.words
     expected = [True] + ["\n" in text[words[i - 1][1]:words[i][0]] for i in range(1, len(words))]
     assert paragraph_breaks(tt).tolist() == expected[:len(words)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["الأمريكية", "إسرائيل", "آلاف", "قاعدة", "التنف", "أعلنت", "«", "،", "15"]),
+                min_size=1, max_size=12), st.randoms(use_true_random=False))
+def test_alef_fold_gives_dehamzated_text_the_same_tokens_and_its_own_offsets(words, rnd):
+    """With encoder.fold_alef the tokenizer reads أ إ آ as ا: a text with some hamzas dropped gets the
+    same tokens as the text as written, while each word keeps its offsets (the fold changes no length)."""
+    from rasd.text import ALEF_FOLD
+    from rasd_train.folding import fold_alef
+    written = " ".join(words)
+    bare = "".join(ALEF_FOLD.get(c, c) if rnd.random() < 0.6 else c for c in written)
+    tok = wordpiece_tokenizer(WORDS_FOR_VOCAB + ["الأمريكية إسرائيل آلاف أعلنت الامريكية اسرائيل الاف اعلنت"])
+    fold_alef(tok)
+    a, b = tokenize_text(written, tok), tokenize_text(bare, tok)
+    assert a.token_ids == b.token_ids and a.token_word == b.token_word
+    assert a.words == b.words == split_words(bare)
+
+
+def test_alef_fold_is_saved_with_the_tokenizer_and_changes_tokens(tmp_path):
+    """The fold travels in tokenizer.json (what export ships), and without it the spellings differ."""
+    from rasd_train.config import RunConfig
+    from rasd_train.train import build_tokenizer
+    texts = ["القوات الأمريكية انسحبت من قاعدة الأسد", "القوات الامريكية انسحبت من قاعدة الاسد"] * 20
+    cfg = RunConfig()
+    cfg.encoder.vocab_size = 200
+    plain = build_tokenizer(cfg, texts).backend_tokenizer
+    cfg.encoder.fold_alef = True
+    folded = build_tokenizer(cfg, texts)
+    folded.save_pretrained(str(tmp_path))
+    loaded = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    ids = lambda tok, w: tok.encode([w], is_pretokenized=True, add_special_tokens=False).ids
+    assert ids(plain, "الأمريكية") != ids(plain, "الامريكية")
+    assert ids(loaded, "الأمريكية") == ids(loaded, "الامريكية") == ids(folded.backend_tokenizer, "الامريكية")

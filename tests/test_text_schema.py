@@ -44,6 +44,30 @@ def test_split_words_covers_every_non_space_char_once(text):
         assert covered[i] == (0 if c.isspace() else 1)
 
 
+def _split_words_by_the_rule(text):
+    """The word rule read character by character (what split_words' regex must equal)."""
+    spans, i = [], 0
+    while i < len(text):
+        if is_word_char(text[i]):
+            j = i + 1
+            while j < len(text) and is_word_char(text[j]):
+                j += 1
+            spans.append((i, j))
+            i = j
+        else:
+            if not text[i].isspace():
+                spans.append((i, i + 1))
+            i += 1
+    return spans
+
+
+@settings(max_examples=300)
+@given(st.one_of(st.text(max_size=60), st.text(alphabet=ALPHABET + "_\u0301\u093f\u200c\u00a0\u2003\u0300", max_size=60)))
+def test_split_words_equals_the_rule_on_any_text(text):
+    """Any script, marks of other scripts, underscores and exotic spaces: the regex is the rule."""
+    assert split_words(text) == _split_words_by_the_rule(text)
+
+
 @given(st.text(alphabet=ALPHABET, max_size=60))
 def test_word_spans_are_word_aligned(text):
     for s, e in split_words(text):

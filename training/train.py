@@ -33,6 +33,7 @@ from .batching import DocumentWindows, LengthBucketSampler, collate_documents
 from .config import RunConfig, TrainArgs, load_config
 from .curves import plot_curves
 from .data import documents, load_corpus
+from .folding import fold_alef
 from .calibration import calibration, fit_calibration, scored_outcomes
 from .calibration import report as calibration_report
 from .metrics import headline, score
@@ -71,10 +72,13 @@ def build_tokenizer(cfg: RunConfig, train_texts: List[str]):
     path = encoder_path(cfg)
     if not path:
         from .tiny_encoder import train_wordpiece
-        return train_wordpiece(train_texts, cfg.encoder.vocab_size)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if not tokenizer.is_fast:
-        raise ValueError(f"{path}: a fast (tokenizers) tokenizer is required for exact alignment")
+        tokenizer = train_wordpiece(train_texts, cfg.encoder.vocab_size)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if not tokenizer.is_fast:
+            raise ValueError(f"{path}: a fast (tokenizers) tokenizer is required for exact alignment")
+    if cfg.encoder.fold_alef:
+        fold_alef(tokenizer.backend_tokenizer)
     return tokenizer
 
 
