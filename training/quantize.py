@@ -31,9 +31,11 @@ import numpy as np
 
 from rasd.onnx_spec import ENCODER, RELATION
 
-# name -> (mode, keep feed-forward outputs FP32, weight type "s8"/"u8", reduce_range, smooth)
+# name -> (mode, keep feed-forward outputs FP32, weight type "s8"/"u8", reduce_range, smooth: False, True (the
+# global rasd_train.smooth.ALPHA) or "auto" (alpha chosen node by node on the calibration texts))
 RECIPE_OPTIONS = {
     "dynamic-smooth": ("dynamic", False, "s8", False, True),
+    "dynamic-smooth-auto": ("dynamic", False, "s8", False, "auto"),
     "dynamic-smooth-ffn-fp32": ("dynamic", True, "s8", False, True),
     "static-smooth": ("static", False, "s8", False, True),
     "dynamic-ffn-fp32": ("dynamic", True, "s8", False, False),
@@ -129,11 +131,12 @@ def quantize_encoder(src: str, dst: str, recipe: str, exclude: Sequence[str] = (
     if smooth:
         if not calibration:
             raise ValueError(f"recipe {recipe!r} needs calibration batches (training texts) for its scales")
-        from .smooth import smooth_encoder
+        from .smooth import ALPHA, smooth_encoder
         smoothed = dst + ".smoothed.onnx"
-        smooth_encoder(src, smoothed, calibration, skip=exclude)
+        smooth_encoder(src, smoothed, calibration, alpha="auto" if smooth == "auto" else ALPHA, skip=exclude)
         try:
-            return quantize_encoder(smoothed, dst, recipe.replace("-smooth", ""), exclude, calibration)
+            base = recipe.replace("-smooth", "").replace("-auto", "")
+            return quantize_encoder(smoothed, dst, base, exclude, calibration)
         finally:
             os.remove(smoothed)
     weight_type = QuantType.QUInt8 if weights == "u8" else QuantType.QInt8
