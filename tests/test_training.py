@@ -348,3 +348,32 @@ def test_export_of_a_model_with_relation_features_passes_parity(mini_docs, tmp_p
     report = export(str(tmp_path / "model"), str(tmp_path / "out"))
     assert report["parity"]["passed"], report["parity"]
     assert report["parity"]["outputs"]["relation_logits"]["allclose"]
+
+
+def test_relation_refit_compares_variants_and_touches_only_the_head(trained_run, mini_corpus):
+    """The (a) experiment of issue 11 runs end to end on the tiny model: predicted entities join the
+    training pairs only as extra entities, the encoder and tagger stay fixed, each variant is scored."""
+    from rasd.schema import read_documents
+    from rasd_train.modeling import RasdModel
+    from rasd_train.relation_refit import RefitArgs, compare, fit_head, gold_only, prepare, with_predicted
+    from transformers import AutoTokenizer
+    run_dir, _ = trained_run
+    model_dir = os.path.join(run_dir, "model")
+    out = compare(model_dir, mini_corpus, [RefitArgs(epochs=1, predicted=True), RefitArgs(epochs=1, predicted=False)])
+    assert [v["predicted"] for v in out["variants"]] == [True, False]
+    assert all(0.0 <= v["dev"]["relation_f1"] <= 1.0 and len(v["epoch_losses"]) == 1 for v in out["variants"])
+    model = RasdModel.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    train = read_documents(os.path.join(mini_corpus, "train.jsonl"), model.config.scheme_obj())
+    gold = train[0]
+    merged = with_predicted(gold, gold)  # a prediction equal to gold adds nothing
+    assert [(e.start, e.end, e.label) for e in merged.entities] == [(e.start, e.end, e.label) for e in gold.entities]
+    windows = prepare(model, tokenizer, train)
+    assert sum(len(w["labels"]) for w in gold_only(windows)) <= sum(len(w["labels"]) for w in windows)
+    head = dict(model.relation_parameters())
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    fit_head(model, windows, RefitArgs(epochs=1))
+    after = dict(model.named_parameters())
+    assert head and set(head) < set(after)
+    assert all(torch.equal(v, after[k]) for k, v in before.items() if k not in head)
+    assert any(not torch.equal(v, after[k]) for k, v in before.items() if k in head)
