@@ -152,18 +152,21 @@ def _encoder_alone_s(backend, rows, pad_id: int) -> float:
     return time.perf_counter() - t0
 
 
-def interleaved_ratio(texts, tok, spec, backend, rows, pad_id: int, rounds: int = 2) -> float:
+def interleaved_ratio(texts, tok, spec, backend, rows, pad_id: int, rounds: int = 3) -> float:
     """Encoder-alone time over pipeline time at batch 32, measured in one process, the two alternating round
-    by round: on a shared machine whose speed drifts, separate runs minutes apart can differ by more than
-    the pipeline's own overhead (measured: the encoder alone ran 5,114 and 3,936 tokens/s in two runs)."""
+    by round (and which goes first, too): on a shared machine whose speed drifts, separate runs minutes apart
+    can differ by more than the pipeline's own overhead (measured: the encoder alone ran 5,114 and 3,936
+    tokens/s in two runs; with 2 rounds the ratio still moved by 0.08 between runs)."""
     from rasd import pipeline
-    pipe = enc = 0.0
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        pipeline.predict(texts, tok, spec, backend, batch_size=32)
-        pipe += time.perf_counter() - t0
-        enc += _encoder_alone_s(backend, rows, pad_id)
-    return round(enc / pipe, 3)
+    spent = {"pipeline": 0.0, "encoder": 0.0}
+    runs = {"pipeline": lambda: pipeline.predict(texts, tok, spec, backend, batch_size=32),
+            "encoder": lambda: _encoder_alone_s(backend, rows, pad_id)}
+    for r in range(rounds):
+        for name in (("pipeline", "encoder") if r % 2 == 0 else ("encoder", "pipeline")):
+            t0 = time.perf_counter()
+            runs[name]()
+            spent[name] += time.perf_counter() - t0
+    return round(spent["encoder"] / spent["pipeline"], 3)
 
 
 def peak_rss_mb() -> float:
