@@ -2,6 +2,7 @@
 (shared by training and serving), features keyed by the relation graph's
 input names, and decoding under the scheme's type constraints."""
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -38,6 +39,20 @@ def test_relation_decoding_masks_labels_the_types_do_not_allow():
     assert label == "WITHDREW_FROM" and 0.5 < p < 1
     label, p = decode_relation(np.array([3.0, 1.0, 5.0]), "FORCE", "BASE", SCHEME)
     assert label == "NONE" and p > 0.5
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.floats(-20, 20), min_size=3, max_size=3),
+                          st.sampled_from(["FORCE", "BASE", "LOCATION", "OPERATION"]),
+                          st.sampled_from(["FORCE", "BASE", "LOCATION", "OPERATION"])), max_size=12))
+def test_batched_relation_decoding_equals_one_pair_at_a_time(rows):
+    """The pipeline decides all pairs of a batch in one masked softmax; each must equal decode_relation."""
+    from rasd.pairs import decode_relations
+    logits = np.array([r[0] for r in rows], dtype=np.float32).reshape(len(rows), 3)
+    got = decode_relations(logits, [(h, t) for _, h, t in rows], SCHEME)
+    want = [decode_relation(logits[i], h, t, SCHEME) for i, (_, h, t) in enumerate(rows)]
+    assert [g[0] for g in got] == [w[0] for w in want]
+    assert [g[1] for g in got] == pytest.approx([w[1] for w in want])
 
 
 def test_pair_is_placed_in_the_most_central_window():
