@@ -108,8 +108,7 @@ def viterbi_tags(word_probs: np.ndarray, id2tag: Sequence[str], breaks: np.ndarr
         return best
     bounds = sorted({0, len(best)} | set(np.flatnonzero(breaks).tolist()))
     for a, b in zip(bounds[:-1], bounds[1:]):
-        seg = best[a:b]
-        if not (can_start[seg[0]] and allowed[seg[:-1], seg[1:]].all()):
+        if not is_valid_sequence(best[a:b], allowed, can_start, breaks[a:b]):
             best[a:b] = _viterbi_paragraph(word_probs[a:b], allowed, can_start)
     return best
 

@@ -158,14 +158,19 @@ def _valid_iob2(tag_ids, breaks):
     return True
 
 
+def _distributions_and_breaks(rows, flags):
+    """Hypothesis rows as per-word tag distributions, and paragraph breaks (always one before word 0)."""
+    probs = np.array(rows, dtype=np.float64)
+    probs /= probs.sum(1, keepdims=True)
+    return probs, np.array([True] + flags[1:len(rows)])
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.lists(st.floats(0.001, 1.0), min_size=len(TAGS), max_size=len(TAGS)), min_size=1, max_size=12),
        st.lists(st.booleans(), min_size=12, max_size=12))
 def test_viterbi_is_valid_iob2_and_never_worse_than_any_valid_sequence(rows, flags):
     from rasd.decode import viterbi_tags
-    probs = np.array(rows, dtype=np.float64)
-    probs /= probs.sum(1, keepdims=True)
-    breaks = np.array([True] + flags[1:len(rows)])
+    probs, breaks = _distributions_and_breaks(rows, flags)
     tags = viterbi_tags(probs, TAGS, breaks)
     assert _valid_iob2(tags, breaks)  # never an I- without its B- (or I-) of the same label
     score = lambda seq: float(np.log(probs[np.arange(len(seq)), seq]).sum())
@@ -186,9 +191,7 @@ def test_viterbi_finds_the_best_valid_sequence_by_brute_force(rows, flags):
     """Against every tag sequence of up to 4 words: the decoded one is valid and scores the maximum."""
     import itertools
     from rasd.decode import viterbi_tags
-    probs = np.array(rows, dtype=np.float64)
-    probs /= probs.sum(1, keepdims=True)
-    breaks = np.array([True] + flags[1:len(rows)])
+    probs, breaks = _distributions_and_breaks(rows, flags)
     score = lambda seq: float(np.log(probs[np.arange(len(seq)), list(seq)]).sum())
     best = max(score(seq) for seq in itertools.product(range(len(TAGS)), repeat=len(rows))
                if _valid_iob2(np.array(seq), breaks))

@@ -38,9 +38,9 @@ def _targets(model, skip: Sequence[str]) -> List:
 
 def activation_stats(model_path: str, names: List[str], batches: Sequence[dict], sample_rows: int = 256,
                      seed: int = 0) -> Dict[str, dict]:
-    """Per tensor: per-channel max |x| over the batches (real tokens only), and per batch its per-channel
-    min and max over the whole tensor (what onnxruntime's dynamic quantiser ranges over) plus a sample
-    of real-token rows, from which a node's INT8 error can be simulated."""
+    """Per tensor: per-channel max |x| over the batches (real tokens only), and, when sample_rows > 0, per
+    batch its per-channel min and max over the whole tensor (what onnxruntime's dynamic quantiser ranges
+    over) plus a sample of real-token rows, from which a node's INT8 error can be simulated."""
     import onnx
     import onnxruntime as ort
     model = onnx.load(model_path)
@@ -58,6 +58,8 @@ def activation_stats(model_path: str, names: List[str], batches: Sequence[dict],
             st = out[name]
             m = np.abs(rows).max(axis=0)
             st["absmax"] = m if st["absmax"] is None else np.maximum(st["absmax"], m)
+            if not sample_rows:
+                continue
             flat = value.reshape(-1, value.shape[-1])
             pick = rng.choice(len(rows), size=min(sample_rows, len(rows)), replace=False)
             st["batches"].append({"min": flat.min(axis=0), "max": flat.max(axis=0), "rows": rows[pick]})
@@ -66,7 +68,7 @@ def activation_stats(model_path: str, names: List[str], batches: Sequence[dict],
 
 def activation_maxima(model_path: str, names: List[str], batches: Sequence[dict]) -> Dict[str, np.ndarray]:
     """Per-channel max |x| of the named tensors over the batches (real tokens only)."""
-    return {n: st["absmax"] for n, st in activation_stats(model_path, names, batches, sample_rows=1).items()}
+    return {n: st["absmax"] for n, st in activation_stats(model_path, names, batches, sample_rows=0).items()}
 
 
 def smoothing_scale(x_max: np.ndarray, w: np.ndarray, alpha: float) -> np.ndarray:
@@ -113,7 +115,7 @@ def smooth_encoder(src: str, dst: str, batches: Sequence[dict], alpha=ALPHA,
     model = onnx.load(src)
     nodes = _targets(model, skip)
     stats = activation_stats(src, sorted({n.input[0] for n in nodes}), batches,
-                             sample_rows=128 if alpha == "auto" else 1)
+                             sample_rows=128 if alpha == "auto" else 0)
     inits = {t.name: t for t in model.graph.initializer}
     largest, chosen = 0.0, {}
     for node in nodes:
