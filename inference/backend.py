@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Protocol, Tuple
 import numpy as np
 
 from .calibration import Calibration
+from .decode import DECODINGS, LearnedTransitions
 from .onnx_spec import CONFIG_FILE, FORMAT_VERSION, TOKENIZER_FILE, graph_files
 from .scheme import Scheme, SchemeError
 
@@ -46,9 +47,9 @@ class ModelSpec:
     window_stride: int = 64
     decoding: str = "argmax"  # how tags become spans: "argmax" or "viterbi" (rasd.decode)
     calibration: Calibration = field(default_factory=Calibration)  # raw score -> probability (rasd.calibration)
+    crf: Optional[LearnedTransitions] = None  # a CRF tagger's learned transition scores, read by Viterbi
 
     def __post_init__(self):
-        from .decode import DECODINGS
         if self.decoding not in DECODINGS:
             raise SchemeError(f"unknown decoding {self.decoding!r} (known: {', '.join(DECODINGS)})")
         if list(self.id2tag) != self.scheme.bio_tags():
@@ -58,7 +59,7 @@ class ModelSpec:
     def to_dict(self) -> dict:
         return {"scheme": self.scheme.to_dict(), "id2tag": list(self.id2tag), "window_length": self.window_length,
                 "window_stride": self.window_stride, "decoding": self.decoding,
-                "calibration": self.calibration.to_dict()}
+                "calibration": self.calibration.to_dict(), **({"crf": self.crf.to_dict()} if self.crf else {})}
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "model config") -> "ModelSpec":
@@ -67,7 +68,17 @@ class ModelSpec:
             raise ModelFilesError(f"{where}: lacks {', '.join(missing)}")
         return cls(scheme=Scheme.from_dict(d["scheme"], where=f"{where}: scheme"), id2tag=list(d["id2tag"]),
                    window_length=int(d["window_length"]), window_stride=int(d["window_stride"]),
-                   decoding=d.get("decoding", "argmax"), calibration=_calibration(d.get("calibration"), where))
+                   decoding=d.get("decoding", "argmax"), calibration=_calibration(d.get("calibration"), where),
+                   crf=_learned_transitions(d.get("crf"), len(d["id2tag"]), where))
+
+
+def _learned_transitions(d, n_tags: int, where: str) -> Optional[LearnedTransitions]:
+    if d is None:
+        return None
+    try:
+        return LearnedTransitions.from_dict(d, n_tags)
+    except ValueError as e:
+        raise ModelFilesError(f"{where}: bad crf transition scores: {e}") from None
 
 
 def _calibration(d, where: str) -> Calibration:

@@ -5,8 +5,9 @@ measured is what is served (relation pairs live in rasd.pairs).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -53,6 +54,31 @@ def merge_windows(n_words: int, windows: Sequence[Window], window_word_probs: Se
 DECODINGS = ("argmax", "viterbi")
 
 
+@dataclass(frozen=True, eq=False)
+class LearnedTransitions:
+    """A CRF tagger's learned scores (rasd_train.crf): start[b] for a paragraph's first tag and pair[a, b] for
+    tag b right after tag a. Viterbi adds them to the words' log probabilities; the IOB2 constraints still hold
+    on top, so spans stay well formed whatever was learned."""
+    start: np.ndarray  # [n_tags]
+    pair: np.ndarray   # [n_tags, n_tags]
+
+    def to_dict(self) -> dict:
+        return {"start": [float(x) for x in self.start], "pair": [[float(x) for x in row] for row in self.pair]}
+
+    @classmethod
+    def from_dict(cls, d: dict, n_tags: int) -> "LearnedTransitions":
+        """Raises ValueError naming what is wrong (missing key, wrong shape, not finite)."""
+        if not isinstance(d, dict) or set(d) != {"start", "pair"}:
+            raise ValueError("expected an object with exactly the keys 'start' and 'pair'")
+        start, pair = np.asarray(d["start"], dtype=np.float64), np.asarray(d["pair"], dtype=np.float64)
+        if start.shape != (n_tags,) or pair.shape != (n_tags, n_tags):
+            raise ValueError(f"for {n_tags} tags, 'start' must have shape ({n_tags},) and 'pair' ({n_tags}, "
+                             f"{n_tags}); got {start.shape} and {pair.shape}")
+        if not (np.isfinite(start).all() and np.isfinite(pair).all()):
+            raise ValueError("scores must be finite numbers")
+        return cls(start=start, pair=pair)
+
+
 def paragraph_breaks(tt: TokenizedText) -> np.ndarray:
     """breaks[i] is True when a paragraph break lies between word i-1 and word i (and for word 0)."""
     text, words = tt.text, tt.words
@@ -92,32 +118,37 @@ def is_valid_sequence(tags: np.ndarray, allowed: np.ndarray, can_start: np.ndarr
     return bool(can_start[tags[0]] and starts_ok.all() and follows_ok.all())
 
 
-def viterbi_tags(word_probs: np.ndarray, id2tag: Sequence[str], breaks: np.ndarray) -> np.ndarray:
-    """The most probable tag sequence that is valid IOB2, paragraph by paragraph.
+def viterbi_tags(word_probs: np.ndarray, id2tag: Sequence[str], breaks: np.ndarray,
+                 learned: Optional[LearnedTransitions] = None) -> np.ndarray:
+    """The best tag sequence that is valid IOB2, paragraph by paragraph.
 
-    Maximises the sum of log probabilities of the words' tags under the
+    Maximises the sum of log probabilities of the words' tags (plus a CRF's
+    learned start and transition scores, when the model has them) under the
     transition constraints: no I-X after O, after another label, at the
-    start of a text or after a paragraph break. Paragraphs are independent,
-    and where a paragraph's argmax tags are already valid they are its
-    answer (the unconstrained maximum satisfies the constraints), so the
-    dynamic programme runs only on paragraphs whose argmax is invalid.
+    start of a text or after a paragraph break. Paragraphs are independent.
+    Without learned scores, a paragraph whose argmax tags are already valid
+    has them as its answer (the unconstrained maximum satisfies the
+    constraints), so the dynamic programme runs only where argmax is invalid.
     """
     allowed, can_start = _transitions(tuple(id2tag))
     best = word_probs.argmax(-1)
-    if is_valid_sequence(best, allowed, can_start, breaks):
+    if learned is None and is_valid_sequence(best, allowed, can_start, breaks):
         return best
     bounds = sorted({0, len(best)} | set(np.flatnonzero(breaks).tolist()))
     for a, b in zip(bounds[:-1], bounds[1:]):
-        if not is_valid_sequence(best[a:b], allowed, can_start, breaks[a:b]):
-            best[a:b] = _viterbi_paragraph(word_probs[a:b], allowed, can_start)
+        if learned is not None or not is_valid_sequence(best[a:b], allowed, can_start, breaks[a:b]):
+            best[a:b] = _viterbi_paragraph(word_probs[a:b], allowed, can_start, learned)
     return best
 
 
-def _viterbi_paragraph(word_probs: np.ndarray, allowed: np.ndarray, can_start: np.ndarray) -> np.ndarray:
+def _viterbi_paragraph(word_probs: np.ndarray, allowed: np.ndarray, can_start: np.ndarray,
+                       learned: Optional[LearnedTransitions] = None) -> np.ndarray:
     n, k = word_probs.shape
     logp = np.log(np.clip(word_probs, 1e-12, None))
-    trans = np.where(allowed, 0.0, -np.inf)
-    score = np.where(can_start, logp[0], -np.inf)
+    start = learned.start if learned is not None else 0.0
+    pair = learned.pair if learned is not None else 0.0
+    trans = np.where(allowed, pair, -np.inf)
+    score = np.where(can_start, logp[0] + start, -np.inf)
     back = np.zeros((n, k), dtype=np.int64)
     for i in range(1, n):
         cand = score[:, None] + trans  # [previous, current]
@@ -131,13 +162,14 @@ def _viterbi_paragraph(word_probs: np.ndarray, allowed: np.ndarray, can_start: n
 
 
 def decode_tags(tt: TokenizedText, word_probs: np.ndarray, id2tag: Sequence[str],
-                decoding: str = "argmax") -> List[Entity]:
+                decoding: str = "argmax", learned: Optional[LearnedTransitions] = None) -> List[Entity]:
     """Per-word tag distributions -> entities with character offsets and scores.
 
     decoding="argmax" takes each word's most probable tag and reads IOB2
     leniently (an I- tag that does not continue a span of the same label
     opens one); "viterbi" takes the most probable valid IOB2 sequence
-    (viterbi_tags), so spans are well formed by construction. Either way
+    (viterbi_tags, with a CRF's learned scores when given), so spans are
+    well formed by construction. Either way
     spans never cross a paragraph, and leading or trailing punctuation
     tokens are trimmed so that every span starts and ends on a word, as the
     scheme requires. The score of a span is the mean probability of its
@@ -147,7 +179,7 @@ def decode_tags(tt: TokenizedText, word_probs: np.ndarray, id2tag: Sequence[str]
     if not words:
         return []
     if decoding == "viterbi":
-        tag_ids = viterbi_tags(word_probs, id2tag, paragraph_breaks(tt))
+        tag_ids = viterbi_tags(word_probs, id2tag, paragraph_breaks(tt), learned)
     elif decoding == "argmax":
         tag_ids = word_probs.argmax(-1)
     else:

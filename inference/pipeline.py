@@ -122,7 +122,7 @@ def predict(texts: Sequence[str], tokenizer, spec: ModelSpec, backend: Backend, 
     jobs: Dict[int, List[_PairJob]] = {}
     for d in docs:
         word_probs = merge_windows(len(d.tt.words), d.windows, d.window_probs)
-        entities = decode_tags(d.tt, word_probs, spec.id2tag, spec.decoding)
+        entities = decode_tags(d.tt, word_probs, spec.id2tag, spec.decoding, spec.crf)
         for e in entities:
             e.score = spec.calibration.entities(e.score)
         doc = Document(id=doc_ids[d.index] if doc_ids else str(d.index), text=d.tt.text, entities=entities)

@@ -1,4 +1,5 @@
 """Alignment and decoding: spans <-> tags <-> offsets, windows and merging."""
+import json
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -304,3 +305,63 @@ def test_alef_fold_is_saved_with_the_tokenizer_and_changes_tokens(tmp_path):
     ids = lambda tok, w: tok.encode([w], is_pretokenized=True, add_special_tokens=False).ids
     assert ids(plain, "الأمريكية") != ids(plain, "الامريكية")
     assert ids(loaded, "الأمريكية") == ids(loaded, "الامريكية") == ids(folded.backend_tokenizer, "الامريكية")
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.lists(st.floats(0.001, 1.0), min_size=len(TAGS), max_size=len(TAGS)), min_size=1, max_size=4),
+       st.lists(st.booleans(), min_size=4, max_size=4),
+       st.lists(st.floats(-3.0, 3.0), min_size=len(TAGS) * (len(TAGS) + 1), max_size=len(TAGS) * (len(TAGS) + 1)))
+def test_viterbi_with_learned_crf_scores_finds_the_best_valid_sequence(rows, flags, scores):
+    """With a CRF's start and pair scores added, by brute force over every sequence of up to 4 words: the
+    decoded one is valid IOB2 (the learned scores never lift the constraints) and scores the maximum."""
+    import itertools
+    from rasd.decode import LearnedTransitions, viterbi_tags
+    probs, breaks = _distributions_and_breaks(rows, flags)
+    k = len(TAGS)
+    learned = LearnedTransitions(np.array(scores[:k]), np.array(scores[k:]).reshape(k, k))
+
+    def score(seq):
+        total = float(np.log(probs[np.arange(len(seq)), list(seq)]).sum())
+        for i, t in enumerate(seq):  # a paragraph's first tag takes the start score, later ones the pair score
+            total += learned.start[t] if breaks[i] else learned.pair[seq[i - 1], t]
+        return total
+    best = max(score(seq) for seq in itertools.product(range(k), repeat=len(rows))
+               if _valid_iob2(np.array(seq), breaks))
+    tags = viterbi_tags(probs, TAGS, breaks, learned)
+    assert _valid_iob2(tags, breaks)
+    assert score(tags) == pytest.approx(best)
+
+
+def test_learned_crf_scores_change_the_decoded_spans():
+    """A word that is B-BASE by a hair joins the span before it when the CRF learned that I-BASE follows
+    B-BASE far more often than B-BASE does."""
+    from rasd.decode import LearnedTransitions
+    tok = char_tokenizer()
+    tt = tokenize_text("قاعدة التنف", tok)
+    p = one_hot(["B-BASE", "B-BASE"])
+    p[1] = 0.01
+    p[1, TAGS.index("B-BASE")], p[1, TAGS.index("I-BASE")] = 0.5, 0.45
+    k = len(TAGS)
+    pair = np.zeros((k, k))
+    pair[TAGS.index("B-BASE"), TAGS.index("I-BASE")] = 1.0
+    plain = [e.text for e in decode_tags(tt, p, TAGS, "viterbi")]
+    learned = [e.text for e in decode_tags(tt, p, TAGS, "viterbi", LearnedTransitions(np.zeros(k), pair))]
+    assert plain == ["قاعدة", "التنف"] and learned == ["قاعدة التنف"]
+
+
+def test_model_spec_carries_crf_scores_and_names_bad_ones():
+    from rasd.backend import ModelFilesError, ModelSpec
+    from rasd.decode import LearnedTransitions
+    k = len(TAGS)
+    learned = LearnedTransitions(np.arange(k, dtype=float), np.arange(k * k, dtype=float).reshape(k, k) / 7)
+    spec = ModelSpec(SCHEME, TAGS, 64, 16, decoding="viterbi", crf=learned)
+    back = ModelSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert np.array_equal(back.crf.start, learned.start) and np.array_equal(back.crf.pair, learned.pair)
+    assert "crf" not in ModelSpec(SCHEME, TAGS, 64, 16).to_dict()  # models without a CRF write nothing new
+    bad = spec.to_dict()
+    bad["crf"]["pair"] = bad["crf"]["pair"][:-1]
+    with pytest.raises(ModelFilesError, match=r"model config: bad crf transition scores: .*'pair' \(9, 9\)"):
+        ModelSpec.from_dict(bad)
+    bad["crf"] = {"start": [0.0] * k}
+    with pytest.raises(ModelFilesError, match="exactly the keys 'start' and 'pair'"):
+        ModelSpec.from_dict(bad)

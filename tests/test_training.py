@@ -49,7 +49,7 @@ def test_numbers_from_yaml_strings_and_overrides(tmp_path):
     assert cfg.train.epochs == 3 and cfg.train.batch_size == 2
 
 
-def _tiny_model_and_batch(mini_docs, left_context: int = 0, relation_features=()):
+def _tiny_model_and_batch(mini_docs, left_context: int = 0, relation_features=(), crf: bool = False):
     from rasd.align import SpecialTokens
     from rasd_train.data import collate, featurize
     from rasd_train.modeling import RasdConfig, RasdModel
@@ -59,7 +59,8 @@ def _tiny_model_and_batch(mini_docs, left_context: int = 0, relation_features=()
     torch.manual_seed(0)
     model = RasdModel(RasdConfig(encoder_config=enc.to_dict(), window_length=64, window_stride=16,
                                  relation_hidden_size=32, relation_left_context=left_context,
-                                 relation_features=list(relation_features)))
+                                 relation_features=list(relation_features), crf=crf,
+                                 decoding="viterbi" if crf else "argmax"))
     sp = SpecialTokens.from_tokenizer(tok.backend_tokenizer)
     feats = [f for d in mini_docs for f in featurize(d, tok.backend_tokenizer, model.config.spec(), sp)]
     return tok, model, collate(feats, sp.pad_id)

@@ -52,6 +52,9 @@ class ModelArgs:
     decoding: str = field(default="argmax", metadata={"help": "How tag probabilities become spans: 'argmax' "
                                                               "(each word's best tag, read leniently) or 'viterbi' "
                                                               "(the best valid IOB2 sequence)."})
+    crf: bool = field(default=False, metadata={"help": "Train the tagger with a linear-chain CRF (rasd_train.crf): "
+                                                        "learned start and tag-pair scores that Viterbi decoding "
+                                                        "adds to the word probabilities; needs decoding 'viterbi'."})
     relation_left_context: int = field(default=0, metadata={"help": "Tokens before a pair's first entity pooled "
                                                                      "into the pair features (0 = off; 8 did not "
                                                                      "win on dev relation F1 when compared)."})

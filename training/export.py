@@ -80,7 +80,7 @@ def _export(module: nn.Module, args: tuple, graph: dict, path: str) -> None:
 
 
 def _sample_batch(model: RasdModel, tokenizer):
-    spec = model.config.spec()
+    spec = model.spec()
     batch = pipeline.pad_rows([tokenizer.backend_tokenizer.encode(t).ids[:spec.window_length] for t in SAMPLE_TEXTS],
                               0)
     return tuple(torch.as_tensor(a) for a in batch)
@@ -106,7 +106,7 @@ def export_graphs(model: RasdModel, tokenizer, out_dir: str, fuse: bool = True) 
     ids, mask = _sample_batch(model, tokenizer)
     with torch.no_grad():
         _, hidden = model.encode(ids, mask)
-    n_types = len(model.config.spec().scheme.entities)
+    n_types = len(model.spec().scheme.entities)
     example = {"pair_batch": [0, 1, 1], "head_span": [[1, 3], [2, 4], [1, 2]], "tail_span": [[4, 6], [1, 2], [5, 7]],
                "head_type": [1 % n_types, 0, 2 % n_types], "tail_type": [0, 1 % n_types, 3 % n_types],
                "distance_bucket": [2, 0, 5], "sentence_gap": [0, 1, 3]}
@@ -157,7 +157,7 @@ def decoded_differences(ref: List[Document], got: List[Document], score_atol: fl
 
 def parity_report(model, tokenizer, out_dir: str, texts: List[str], atol: float = 1e-4, rtol: float = 1e-3) -> dict:
     """FP32 ONNX vs torch on named outputs and on decoded predictions."""
-    spec = model.config.spec()
+    spec = model.spec()
     tok = tokenizer.backend_tokenizer
     ref, ref_preds = _outputs(TorchBackend(model), tok, spec, texts)
     onnx = load_exported(out_dir, quantized=False, verify=False).backend
@@ -247,7 +247,7 @@ def export(model_dir: str, out_dir: str, quantize: bool = False, data_dir: Optio
     t0 = time.time()
     model = RasdModel.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    spec = model.config.spec()
+    spec = model.spec()
     gate_docs: List[Document] = []
     for split in GATE_SPLITS:
         path = os.path.join(data_dir or "", f"{split}.jsonl")

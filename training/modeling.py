@@ -16,11 +16,14 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedMode
 import rasd
 from rasd.calibration import Calibration
 from rasd.backend import ModelSpec
+from rasd.decode import LearnedTransitions
 from rasd.onnx_spec import RELATION
 from rasd.pairs import DISTANCE_BUCKETS, MAX_SENTENCE_GAP, PAIR_INPUTS
+from rasd.scheme import Scheme, builtin_scheme
+
+from .crf import TagCRF
 
 RELATION_FEATURES = ("sentence_gap", "context_attention")
-from rasd.scheme import Scheme, builtin_scheme
 
 
 class RasdConfig(PretrainedConfig):
@@ -34,7 +37,8 @@ class RasdConfig(PretrainedConfig):
                  distance_embedding_dim: int = 16, relation_hidden_size: int = 256,
                  relation_loss_weight: float = 1.0, relation_left_context: int = 0,
                  relation_features: Optional[List[str]] = None, encoder_name: str = "",
-                 rasd_version: str = "", decoding: str = "argmax", calibration: Optional[dict] = None, **kwargs):
+                 rasd_version: str = "", decoding: str = "argmax", calibration: Optional[dict] = None,
+                 crf: bool = False, crf_scores: Optional[dict] = None, **kwargs):
         self.encoder_config = encoder_config or {}
         self.scheme = scheme if scheme is not None else _legacy_scheme(kwargs)
         self.rasd_version = rasd_version or rasd.__version__
@@ -62,6 +66,10 @@ class RasdConfig(PretrainedConfig):
         self.encoder_name = encoder_name
         self.decoding = decoding  # tags -> spans: "argmax" or "viterbi" (rasd.decode)
         self.calibration = calibration or {}  # score maps fitted on dev (rasd.calibration); {} = raw scores
+        # A CRF over the tagger (rasd_train.crf): trained jointly, its learned scores copied here on save
+        # ({"start", "pair"}, rasd.decode.LearnedTransitions) so decoding reads them from the config.
+        self.crf = crf
+        self.crf_scores = crf_scores
         tags = self.scheme_obj().bio_tags()
         kwargs.setdefault("id2label", {i: t for i, t in enumerate(tags)})
         kwargs.setdefault("label2id", {t: i for i, t in enumerate(tags)})
@@ -75,9 +83,10 @@ class RasdConfig(PretrainedConfig):
         return [self.id2label[i] for i in range(len(self.id2label))]
 
     def spec(self) -> ModelSpec:
+        learned = LearnedTransitions.from_dict(self.crf_scores, len(self.tags)) if self.crf and self.crf_scores else None
         return ModelSpec(scheme=self.scheme_obj(), id2tag=self.tags, window_length=self.window_length,
                          window_stride=self.window_stride, decoding=self.decoding,
-                         calibration=Calibration.from_dict(self.calibration))
+                         calibration=Calibration.from_dict(self.calibration), crf=learned)
 
     def encoder_hf_config(self):
         cfg = dict(self.encoder_config)
@@ -157,6 +166,8 @@ class RasdModel(PreTrainedModel):
         h = enc_cfg.hidden_size
         self.dropout = nn.Dropout(config.dropout)
         self.tagger = nn.Linear(h, len(config.id2label))
+        if config.crf:
+            self.crf = TagCRF(len(config.id2label))
         scheme = config.scheme_obj()
         self.type_embedding = nn.Embedding(len(scheme.entities), config.type_embedding_dim)
         self.distance_embedding = nn.Embedding(len(DISTANCE_BUCKETS), config.distance_embedding_dim)
@@ -211,7 +222,21 @@ class RasdModel(PreTrainedModel):
 
     def relation_parameters(self):
         """(name, parameter) of the relation head: everything but the encoder and the tagger."""
-        return [(n, p) for n, p in self.named_parameters() if not n.startswith(("encoder.", "tagger."))]
+        return [(n, p) for n, p in self.named_parameters() if not n.startswith(("encoder.", "tagger.", "crf."))]
+
+    def spec(self) -> ModelSpec:
+        """The decoding spec with this model's current CRF scores (the config's copy is refreshed on save)."""
+        self._copy_crf_scores()
+        return self.config.spec()
+
+    def _copy_crf_scores(self) -> None:
+        if self.config.crf:
+            self.config.crf_scores = LearnedTransitions(self.crf.start.detach().double().cpu().numpy(),
+                                                        self.crf.pair.detach().double().cpu().numpy()).to_dict()
+
+    def save_pretrained(self, *args, **kwargs):
+        self._copy_crf_scores()
+        return super().save_pretrained(*args, **kwargs)
 
     # -- the two exported computations --------------------------------------
 
@@ -262,8 +287,11 @@ class RasdModel(PreTrainedModel):
         out = {"tag_logits": tag_logits, "hidden": hidden}
         loss = None
         if labels is not None:
-            loss = nn.functional.cross_entropy(tag_logits.reshape(-1, tag_logits.shape[-1]).float(),
-                                               labels.reshape(-1), ignore_index=-100)
+            if self.config.crf:
+                loss = self.crf.nll(tag_logits, labels)
+            else:
+                loss = nn.functional.cross_entropy(tag_logits.reshape(-1, tag_logits.shape[-1]).float(),
+                                                   labels.reshape(-1), ignore_index=-100)
             out["tag_loss"] = loss.detach()
         if pairs is not None and pairs["pair_batch"].numel() > 0:
             rel_logits = self.relate(hidden, **pairs)

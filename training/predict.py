@@ -14,7 +14,7 @@ from .modeling import RasdModel, TorchBackend
 
 def torch_predict(model: RasdModel, tokenizer, docs: Sequence[Document], batch_size: int = 32) -> List[Document]:
     """`tokenizer` is a transformers fast tokenizer (its backend tokenizer is what the service uses)."""
-    return predict_documents(docs, tokenizer.backend_tokenizer, model.config.spec(), TorchBackend(model), batch_size)
+    return predict_documents(docs, tokenizer.backend_tokenizer, model.spec(), TorchBackend(model), batch_size)
 
 
 def evaluate_docs(model: RasdModel, tokenizer, docs: Sequence[Document], batch_size: int = 32) -> dict:

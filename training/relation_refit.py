@@ -54,7 +54,7 @@ def with_predicted(gold: Document, pred: Document) -> Document:
 
 def pair_windows(doc: Document, tokenizer, model: RasdModel, specials: SpecialTokens) -> List[dict]:
     """The windows of one document that hold candidate pairs: ids, pair rows and labels (0 = none)."""
-    spec = model.config.spec()
+    spec = model.spec()
     rel2id = {r: i + 1 for i, r in enumerate(spec.scheme.relation_labels)}
     tt = tokenize_text(doc.text, tokenizer)
     windows = make_windows(tt, specials, spec.window_length, spec.window_stride)
@@ -177,7 +177,7 @@ def compare(model_dir: str, corpus: str, variants: List[RefitArgs]) -> dict:
     from .robustness import CachedBackend
     model = RasdModel.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    scheme, spec = model.config.scheme_obj(), model.config.spec()
+    scheme, spec = model.config.scheme_obj(), model.spec()
     train = read_documents(f"{corpus}/train.jsonl", scheme)
     dev = read_documents(f"{corpus}/dev.jsonl", scheme)
     backend = CachedBackend(TorchBackend(model))

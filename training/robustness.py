@@ -66,7 +66,7 @@ def compare(model_dir: str, corpus: str) -> dict:
             continue  # e.g. a corpus without seed articles
         backend = CachedBackend(TorchBackend(model))
         for decoding in ("argmax", "viterbi"):
-            spec = dataclasses.replace(model.config.spec(), decoding=decoding)
+            spec = dataclasses.replace(model.spec(), decoding=decoding)
             m = headline(score(docs, predict_documents(docs, tok, spec, backend), scheme=scheme))
             out[f"{name}/{decoding}"] = m
             print(f"{name:18s} {decoding:8s} entity F1 {m['entity_f1']:.4f}  relation F1 {m['relation_f1']:.4f}",

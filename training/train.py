@@ -84,12 +84,15 @@ def build_tokenizer(cfg: RunConfig, train_texts: List[str]):
 
 def build_model(cfg: RunConfig, tokenizer, scheme: Scheme) -> RasdModel:
     m, e = cfg.model, cfg.encoder
+    if m.crf and m.decoding != "viterbi":
+        raise ValueError(f"model.crf: true needs model.decoding: viterbi (got {m.decoding!r}): only Viterbi "
+                         f"reads the CRF's learned scores")
     head_kwargs = dict(scheme=scheme.to_dict(), window_length=m.window_length, window_stride=m.window_stride,
                        dropout=m.dropout, type_embedding_dim=m.type_embedding_dim,
                        distance_embedding_dim=m.distance_embedding_dim, relation_hidden_size=m.relation_hidden_size,
                        relation_loss_weight=m.relation_loss_weight, relation_left_context=m.relation_left_context,
                        relation_features=m.relation_features,
-                       decoding=m.decoding)
+                       decoding=m.decoding, crf=m.crf)
     path = encoder_path(cfg)
     if not path:
         from .tiny_encoder import tiny_bert_config
@@ -131,7 +134,7 @@ def shared_tokenizer(cfg: RunConfig, accelerator: Accelerator, texts: List[str],
 
 def make_loader(docs: List[Document], tokenizer, model: RasdModel, t: TrainArgs):
     """Every process builds the same features (deterministic, seeded), so nothing is shipped between them."""
-    spec = model.config.spec()
+    spec = model.spec()
     specials = SpecialTokens.from_tokenizer(tokenizer.backend_tokenizer)
     names = parse_names(t.augment)
     augment = Augmenter(names, t.augment_rate, t.seed, docs) if names else None
