@@ -135,30 +135,44 @@ def viterbi_tags(word_probs: np.ndarray, id2tag: Sequence[str], breaks: np.ndarr
     if learned is None and is_valid_sequence(best, allowed, can_start, breaks):
         return best
     bounds = sorted({0, len(best)} | set(np.flatnonzero(breaks).tolist()))
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        if learned is not None or not is_valid_sequence(best[a:b], allowed, can_start, breaks[a:b]):
-            best[a:b] = _viterbi_paragraph(word_probs[a:b], allowed, can_start, learned)
+    todo = [(a, b) for a, b in zip(bounds[:-1], bounds[1:])
+            if learned is not None or not is_valid_sequence(best[a:b], allowed, can_start, breaks[a:b])]
+    for (a, b), tags in zip(todo, _viterbi_paragraphs(word_probs, todo, allowed, can_start, learned)):
+        best[a:b] = tags
     return best
 
 
-def _viterbi_paragraph(word_probs: np.ndarray, allowed: np.ndarray, can_start: np.ndarray,
-                       learned: Optional[LearnedTransitions] = None) -> np.ndarray:
-    n, k = word_probs.shape
-    logp = np.log(np.clip(word_probs, 1e-12, None))
+def _viterbi_paragraphs(word_probs: np.ndarray, spans: Sequence[Tuple[int, int]], allowed: np.ndarray,
+                        can_start: np.ndarray, learned: Optional[LearnedTransitions] = None) -> List[np.ndarray]:
+    """The best valid tag sequence of each paragraph (words a..b-1 for each (a, b) in spans).
+
+    All paragraphs run at once, padded to the longest, so the Python loop runs over the positions of the
+    longest paragraph rather than over every word (a CRF decodes every paragraph). A padded position keeps
+    its row's scores and points back to the same tag, so backtracking from the end is uniform."""
+    if not spans:
+        return []
+    lengths = np.array([b - a for a, b in spans], dtype=np.int64)
+    n_par, width, k = len(spans), int(lengths.max()), word_probs.shape[1]
+    rows = np.repeat(np.arange(n_par), lengths)
+    cols = np.arange(len(rows)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    logp = np.zeros((n_par, width, k))
+    logp[rows, cols] = np.log(np.clip(word_probs[np.concatenate([np.arange(a, b) for a, b in spans])], 1e-12, None))
     start = learned.start if learned is not None else 0.0
-    pair = learned.pair if learned is not None else 0.0
-    trans = np.where(allowed, pair, -np.inf)
-    score = np.where(can_start, logp[0] + start, -np.inf)
-    back = np.zeros((n, k), dtype=np.int64)
-    for i in range(1, n):
-        cand = score[:, None] + trans  # [previous, current]
-        back[i] = cand.argmax(0)
-        score = cand.max(0) + logp[i]
-    tags = np.zeros(n, dtype=np.int64)
-    tags[-1] = int(score.argmax())
-    for i in range(n - 1, 0, -1):
-        tags[i - 1] = back[i, tags[i]]
-    return tags
+    trans = np.where(allowed, learned.pair if learned is not None else 0.0, -np.inf)
+    score = np.where(can_start, logp[:, 0] + start, -np.inf)  # [paragraphs, tags]
+    back = np.empty((n_par, width, k), dtype=np.int64)
+    same = np.broadcast_to(np.arange(k), (n_par, k))
+    for i in range(1, width):
+        cand = score[:, :, None] + trans  # [paragraph, previous, current]
+        arg = cand.argmax(1)
+        live = (i < lengths)[:, None]
+        back[:, i] = np.where(live, arg, same)
+        score = np.where(live, np.take_along_axis(cand, arg[:, None, :], 1)[:, 0] + logp[:, i], score)
+    tags = np.empty((n_par, width), dtype=np.int64)
+    tags[:, -1] = score.argmax(1)
+    for i in range(width - 1, 0, -1):
+        tags[:, i - 1] = back[np.arange(n_par), i, tags[:, i]]
+    return [tags[r, :lengths[r]] for r in range(n_par)]
 
 
 def decode_tags(tt: TokenizedText, word_probs: np.ndarray, id2tag: Sequence[str],
