@@ -145,6 +145,17 @@ def make_loader(docs: List[Document], tokenizer, model: RasdModel, t: TrainArgs)
     return loader, dataset.window_count()
 
 
+def make_optimizer(groups: list, accelerator: Accelerator) -> torch.optim.Optimizer:
+    """AdamW, fused where this torch supports it (CPU from torch 2.4, CUDA): the same update in one kernel per
+    parameter group. On the default CPU model the unfused step walks 33M parameters tensor by tensor and cost
+    about 0.29 s of a 2 s step; fused, 0.03 s (README, Measured figures)."""
+    try:
+        return torch.optim.AdamW(groups, fused=True)
+    except (RuntimeError, TypeError) as e:  # an older torch, or a device without the fused kernel
+        accelerator.print(f"fused AdamW not available here ({str(e).splitlines()[0]}); using the unfused one")
+        return torch.optim.AdamW(groups)
+
+
 def param_groups(model: RasdModel, cfg: RunConfig):
     """Encoder and heads get their own peak rates; no decay on biases and norms."""
     groups = {}
@@ -281,7 +292,7 @@ def train(cfg: RunConfig, resume: bool = False, config_path: Optional[str] = Non
     # 2) optimisation: AdamW, linear warm-up then linear decay to zero
     steps_per_epoch = math.ceil(len(loader) / max(1, accelerator.num_processes) / t.gradient_accumulation_steps)
     total_steps = t.max_steps or steps_per_epoch * t.epochs
-    optimizer = torch.optim.AdamW(param_groups(model, cfg))
+    optimizer = make_optimizer(param_groups(model, cfg), accelerator)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * total_steps), total_steps)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     if resume and os.path.isdir(run.ckpt_dir):
