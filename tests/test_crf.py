@@ -7,7 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rasd_train.crf import IGNORE, TagCRF
+from rasd.align import IGNORE_INDEX
+from rasd_train.crf import TagCRF
 
 K = 3  # tags in the brute-force checks: 3**4 sequences at most
 
@@ -34,7 +35,7 @@ def test_nll_matches_brute_force_over_the_labelled_words(rows, scores):
         crf.pair.copy_(torch.tensor(scores[K:]).reshape(K, K))
     width = max(len(r) for r in rows)
     logits = torch.zeros(len(rows), width, K)
-    labels = torch.full((len(rows), width), IGNORE)
+    labels = torch.full((len(rows), width), IGNORE_INDEX)
     expected, words = 0.0, 0
     for b, row in enumerate(rows):
         chain_e, chain_t = [], []

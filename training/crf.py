@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-IGNORE = -100
+from rasd.align import IGNORE_INDEX
 
 
 class TagCRF(nn.Module):
@@ -33,7 +33,8 @@ class TagCRF(nn.Module):
     def nll(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Negative log-likelihood of the gold tags per labelled word (so its scale matches token cross-entropy).
 
-        logits [B, T, k]; labels [B, T] with IGNORE on every position that is not a word's first sub-token."""
+        logits [B, T, k]; labels [B, T] with IGNORE_INDEX (rasd.align) on every position that is not a word's
+        first sub-token."""
         emissions, tags, valid = _labelled_words(logits.float(), labels)
         if not valid.any():
             return logits.sum() * 0.0
@@ -62,7 +63,7 @@ class TagCRF(nn.Module):
 def _labelled_words(logits: torch.Tensor, labels: torch.Tensor):
     """The labelled positions of each row moved to the front, in order: (emissions [B, L, k], tags [B, L],
     valid [B, L]) where L is the most labelled words of any row; padding has valid False and tag 0."""
-    labelled = labels != IGNORE
+    labelled = labels != IGNORE_INDEX
     lengths = labelled.sum(1)
     width = max(int(lengths.max()), 1) if labels.numel() else 1
     # A stable sort of "is padding" keeps the labelled positions first, in their order.

@@ -83,7 +83,9 @@ class RasdConfig(PretrainedConfig):
         return [self.id2label[i] for i in range(len(self.id2label))]
 
     def spec(self) -> ModelSpec:
-        learned = LearnedTransitions.from_dict(self.crf_scores, len(self.tags)) if self.crf and self.crf_scores else None
+        learned = None
+        if self.crf and self.crf_scores:
+            learned = LearnedTransitions.from_dict(self.crf_scores, len(self.tags))
         return ModelSpec(scheme=self.scheme_obj(), id2tag=self.tags, window_length=self.window_length,
                          window_stride=self.window_stride, decoding=self.decoding,
                          calibration=Calibration.from_dict(self.calibration), crf=learned)
