@@ -56,6 +56,14 @@ def _calibration_section(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _augmentation(train_cfg: dict) -> str:
+    """The training-time augmentation in words, read from the config the model was trained with."""
+    names = [n.strip() for n in str(train_cfg.get("augment") or "").split(",") if n.strip()]
+    if not names:
+        return "none"
+    return f"{', '.join(names)} (each applied to a training document with probability {train_cfg.get('augment_rate', '?')})"
+
+
 def render_card(summary: dict, export_report: Optional[dict], model_name: str = "rasd",
                 repo_hint: str = "org/rasd-model", hardware: Optional[str] = None) -> str:
     cfg = summary.get("config", {})
@@ -109,6 +117,7 @@ def render_card(summary: dict, export_report: Optional[dict], model_name: str = 
         "steps": summary.get("steps", "?"), "best_step": summary.get("best_step", "?"),
         "train_wall_s": summary.get("train_wall_s", "?"), "processes": summary.get("processes", 1),
         "hardware": hardware or summary.get("hardware", "hardware not recorded"),
+        "augmentation": _augmentation(cfg.get("train", {})),
         "test_entity_f1": _f(test["strict"]["entities"]["micro"]["f1"]) if test else "null",
         "test_relation_f1": _f(test["strict"]["relations"]["micro"]["f1"]) if test else "null",
         "results_rows": "\n".join(_row(s.replace("_", " "), summary.get(s))
