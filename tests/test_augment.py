@@ -118,6 +118,11 @@ def test_robustness_comparison_scores_every_variant_and_decoding(trained_run, mi
             assert_same_names(before, after)
     assert any("\u064E" in d.text or "\u064F" in d.text for d in variants["diacritised"])
     assert all(not re.search("[أإآ]", d.text) for d in variants["dehamzated"])
+    quotes = re.compile("[«»\"“”'„‹›]")
+    assert all(len(quotes.findall(after.text)) >= len(quotes.findall(before.text)) + len(before.entities)
+               for before, after in zip(DOCS[:20], variants["quoted"]))
+    assert all(not re.search("[0-9]", d.text) for d in variants["indic_digits"])
     run_dir, _ = trained_run
     out = compare(os.path.join(run_dir, "model"), mini_corpus)
-    assert {f"dev_{v}/{d}" for v in ("plain", "diacritised", "dehamzated") for d in ("argmax", "viterbi")} <= set(out)
+    names = ("plain", "diacritised", "dehamzated", "quoted", "indic_digits")
+    assert {f"dev_{v}/{d}" for v in names for d in ("argmax", "viterbi")} <= set(out)

@@ -3,8 +3,9 @@
     python -m rasd_train.robustness runs/me5-small/model --corpus data/corpus --out runs/me5-small/robustness.json
 
 For each decoding (argmax, viterbi) it scores dev as written, a fully
-diacritised copy and a de-hamzated copy (built by rasd_train.augment, so
-offsets stay exact), and the seed-article documents of test (the only real
+diacritised copy, a de-hamzated copy, a copy with every entity name in
+quote marks (one in five unbalanced, as in real copy) and a copy with
+Arabic-Indic digits (all built by rasd_train.augment, so offsets stay exact), and the seed-article documents of test (the only real
 news; reported, never used to choose). The encoder runs once per text
 variant; decodings reuse its outputs.
 """
@@ -19,7 +20,7 @@ from typing import Dict, List
 
 from rasd.schema import Document, read_documents
 
-from .augment import dehamzate, diacritics
+from .augment import arabic_indic_digits, dehamzate, diacritics, quote_names
 from .metrics import headline, score
 
 
@@ -27,7 +28,9 @@ def surface_variants(docs: List[Document], seed: int = 0) -> Dict[str, List[Docu
     rng = random.Random(seed)
     return {"plain": docs,
             "diacritised": [diacritics(d, rng, rate=1.0, tatweel_rate=0.0) for d in docs],
-            "dehamzated": [dehamzate(d) for d in docs]}
+            "dehamzated": [dehamzate(d) for d in docs],
+            "quoted": [quote_names(d, rng, rate=1.0) for d in docs],
+            "indic_digits": [arabic_indic_digits(d, rng) for d in docs]}
 
 
 class CachedBackend:
