@@ -89,7 +89,8 @@ def render_card(summary: dict, export_report: Optional[dict], model_name: str = 
                          f"gold relations), ONNX FP32: entities {_f(export_report['fp32_gate']['entity_f1'])}, "
                          f"relations {_f(export_report['fp32_gate']['relation_f1'])}.")
         if "int8_gate" in export_report:
-            pub = "published" if export_report.get("int8_published") else "not published (over the 0.5 point gate)"
+            pub = ("published, and `Extractor.from_pretrained` serves it by default (`quantized=False` serves FP32)"
+                   if export_report.get("int8_published") else "not published (over the 0.5 point gate)")
             agree = export_report.get("int8_agreement", {})
             recipe = export_report.get("int8_recipe", {}).get("recipe", "?")
             lines.append(f"- ONNX INT8, recipe `{recipe}` (worst over batch sizes "
