@@ -12,4 +12,5 @@ def test_augmentation_is_named_with_its_rate():
 def test_card_carries_the_augmentation():
     summary = {"config": {"encoder": {"name": "tiny"}, "train": {"augment": "spelling", "augment_rate": 0.3}}}
     card = render_card(summary, None)
-    assert "Training-time augmentation (on the fly, training only; `rasd_train.augment`): spelling (each applied" in card
+    expected = "Training-time augmentation (on the fly, training only; `rasd_train.augment`): spelling (each applied"
+    assert expected in card

@@ -61,7 +61,8 @@ def _augmentation(train_cfg: dict) -> str:
     names = [n.strip() for n in str(train_cfg.get("augment") or "").split(",") if n.strip()]
     if not names:
         return "none"
-    return f"{', '.join(names)} (each applied to a training document with probability {train_cfg.get('augment_rate', '?')})"
+    rate = train_cfg.get("augment_rate", "?")
+    return f"{', '.join(names)} (each applied to a training document with probability {rate})"
 
 
 def render_card(summary: dict, export_report: Optional[dict], model_name: str = "rasd",

@@ -5,8 +5,9 @@
 For each decoding (argmax, viterbi) it scores dev as written, a fully
 diacritised copy, a de-hamzated copy, a copy with every entity name in
 quote marks (one in five unbalanced, as in real copy) and a copy with
-Arabic-Indic digits (all built by rasd_train.augment, so offsets stay exact), and the seed-article documents of test (the only real
-news; reported, never used to choose). The encoder runs once per text
+Arabic-Indic digits (all built by rasd_train.augment, so offsets stay
+exact), and the seed-article documents of test (the only real news;
+reported, never used to choose). The encoder runs once per text
 variant; decodings reuse its outputs.
 """
 from __future__ import annotations
