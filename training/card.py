@@ -8,6 +8,8 @@ from typing import Optional
 
 from rasd.scheme import Scheme, builtin_scheme
 
+from .augment import parse_names
+
 TEMPLATE = os.path.join(os.path.dirname(__file__), "templates", "model_card.md")
 ENCODER_NOTES = {
     "tiny": "a small BERT trained from scratch on the corpus, with a WordPiece vocabulary trained on it",
@@ -58,7 +60,7 @@ def _calibration_section(summary: dict) -> str:
 
 def _augmentation(train_cfg: dict) -> str:
     """The training-time augmentation in words, read from the config the model was trained with."""
-    names = [n.strip() for n in str(train_cfg.get("augment") or "").split(",") if n.strip()]
+    names = parse_names(train_cfg.get("augment"))
     if not names:
         return "none"
     rate = train_cfg.get("augment_rate", "?")
