@@ -27,3 +27,39 @@ def test_batches_are_homogeneous_and_epochs_differ():
     assert sum(spread) / len(spread) < 60  # random batches of 8 spread ~780 on this range
     s.set_epoch(1)
     assert list(s) != order
+
+
+def test_batches_follow_the_lengths_each_epoch_trains_on():
+    """Joined reports are longer than the document they start from: batching by the plain lengths would pad
+    whole batches to them. The sampler asks for each epoch's lengths, and epoch_lengths gives the augmented ones."""
+    import os
+
+    from rasd.schema import read_documents
+    from rasd_train.augment import Augmenter
+    from rasd_train.batching import epoch_lengths
+
+    docs = read_documents(os.path.join(os.path.dirname(__file__), "..", "data", "corpus", "train.jsonl"))[:400]
+    augment = Augmenter(["join"], 0.3, seed=5, docs=docs)
+    for epoch in (0, 1):
+        lengths = epoch_lengths(docs, augment, epoch)
+        assert lengths == [len(augment(i, epoch).text) for i in range(len(docs))]
+        assert sum(lengths) > 1.15 * sum(len(d.text) for d in docs)  # some documents were joined
+    assert epoch_lengths(docs, None, 3) == [len(d.text) for d in docs]
+
+    s = LengthBucketSampler(lambda e: epoch_lengths(docs, augment, e), 8, seed=1)
+    for epoch in (0, 1):
+        s.set_epoch(epoch)
+        lengths, plain = epoch_lengths(docs, augment, epoch), [len(d.text) for d in docs]
+        order = list(s)
+        assert sorted(order) == list(range(len(docs)))
+
+        def mean_pad(ls):  # characters of padding per document, batches of 8 in this order
+            batches = [order[b:b + 8] for b in range(0, len(order), 8)]
+            return sum(max(ls[i] for i in b) * len(b) - sum(ls[i] for i in b) for b in batches) / len(order)
+
+        fixed = LengthBucketSampler(plain, 8, seed=1)
+        fixed.set_epoch(epoch)
+        order_fixed = list(fixed)
+        batches = [order_fixed[b:b + 8] for b in range(0, len(order_fixed), 8)]
+        pad_fixed = sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches) / len(docs)
+        assert mean_pad(lengths) < 0.5 * pad_fixed

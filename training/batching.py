@@ -8,12 +8,16 @@ stays fixed, which keeps the schedule and `--resume` exact.
 Length bucketing: padding is wasted compute, and on CPU compute is the
 training budget. The sampler shuffles, cuts the order into pools of
 `pool_batches` batches, sorts each pool by length and shuffles the
-resulting batches, so batches are homogeneous but still random.
+resulting batches, so batches are homogeneous but still random. The lengths
+are those of the documents the epoch will train on: a joined pair of reports
+is twice as long as its first document, and batched by the plain length it
+would pad its seven batch mates to its own length (measured: 4.7 s a step
+against 2.3, with `join` at rate 0.3, before lengths followed augmentation).
 """
 from __future__ import annotations
 
 import random
-from typing import Callable, Iterator, List, Optional, Sequence
+from typing import Callable, Iterator, List, Optional, Sequence, Union
 
 from torch.utils.data import Dataset, Sampler
 
@@ -50,36 +54,58 @@ class DocumentWindows(Dataset):
     def _featurize(self, doc: Document) -> List[dict]:
         return featurize(doc, self.tokenizer, self.spec, self.specials)
 
-    def lengths(self) -> List[int]:
-        """Sort keys for bucketing: characters of each (unaugmented) document."""
-        return [len(d.text) for d in self.docs]
+    def lengths(self, epoch: Optional[int] = None) -> List[int]:
+        """Sort keys for bucketing: characters of each document as `epoch` trains on it (unaugmented if None).
+
+        The augmentation is seeded per (epoch, index), so this is exactly the text `__getitem__` will featurize.
+        """
+        return epoch_lengths(self.docs, self.augment if epoch is not None else None, epoch or 0)
 
     def window_count(self) -> int:
         """Windows of the unaugmented documents (augmented epochs may have a few more)."""
         return sum(len(f) for f in self._plain)
 
 
-class LengthBucketSampler(Sampler):
-    """Indices in an order whose consecutive `batch_size` runs have similar lengths; seeded per epoch."""
+def epoch_lengths(docs: Sequence[Document], augment: Optional[DocumentSource], epoch: int) -> List[int]:
+    """Characters of each document as `epoch` trains on it: augmentation is seeded per (epoch, index), so this is
+    exactly the text that will be featurized (about 0.06 s for the 855 training documents)."""
+    if augment is None:
+        return [len(d.text) for d in docs]
+    return [len(augment(i, epoch).text) for i in range(len(docs))]
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, pool_batches: int = 50):
-        self.lengths, self.batch_size, self.seed, self.pool = list(lengths), batch_size, seed, pool_batches
+
+Lengths = Union[Sequence[int], Callable[[int], Sequence[int]]]  # fixed, or epoch -> lengths
+
+
+class LengthBucketSampler(Sampler):
+    """Indices in an order whose consecutive `batch_size` runs have similar lengths; seeded per epoch.
+
+    `lengths` is a fixed list or a function of the epoch (for documents that augmentation lengthens).
+    """
+
+    def __init__(self, lengths: Lengths, batch_size: int, seed: int, pool_batches: int = 50):
+        self.lengths_of = lengths if callable(lengths) else (lambda epoch, fixed=list(lengths): fixed)
+        self.size = len(self.lengths_of(0))
+        self.batch_size, self.seed, self.pool = batch_size, seed, pool_batches
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.lengths)
+        return self.size
 
     def __iter__(self) -> Iterator[int]:
         rng = random.Random(f"{self.seed}/{self.epoch}")
-        order = list(range(len(self.lengths)))
+        lengths = self.lengths_of(self.epoch)
+        if len(lengths) != self.size:
+            raise ValueError(f"epoch {self.epoch} has {len(lengths)} lengths, the sampler was built for {self.size}")
+        order = list(range(self.size))
         rng.shuffle(order)
         size = self.batch_size * self.pool
         batches = []
         for p in range(0, len(order), size):
-            pool = sorted(order[p:p + size], key=lambda i: self.lengths[i])
+            pool = sorted(order[p:p + size], key=lambda i: lengths[i])
             batches += [pool[b:b + self.batch_size] for b in range(0, len(pool), self.batch_size)]
         # The last (short) batch stays last so every other batch is full and DDP shards stay even.
         full, rest = [b for b in batches if len(b) == self.batch_size], [b for b in batches if len(b) < self.batch_size]

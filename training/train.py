@@ -139,7 +139,7 @@ def make_loader(docs: List[Document], tokenizer, model: RasdModel, t: TrainArgs)
     names = parse_names(t.augment)
     augment = Augmenter(names, t.augment_rate, t.seed, docs) if names else None
     dataset = DocumentWindows(docs, tokenizer.backend_tokenizer, spec, specials, augment)
-    sampler = LengthBucketSampler(dataset.lengths(), t.batch_size, t.seed) if t.length_bucketing else None
+    sampler = LengthBucketSampler(dataset.lengths, t.batch_size, t.seed) if t.length_bucketing else None
     loader = DataLoader(dataset, batch_size=t.batch_size, shuffle=sampler is None, sampler=sampler,
                         collate_fn=lambda b: collate_documents(b, specials.pad_id))
     return loader, dataset.window_count()
