@@ -14,3 +14,23 @@ def test_card_carries_the_augmentation():
     card = render_card(summary, None)
     expected = "Training-time augmentation (on the fly, training only; `rasd_train.augment`): spelling (each applied"
     assert expected in card
+
+
+def test_card_shows_where_the_errors_are():
+    from rasd.schema import Document, Entity, Relation
+    from rasd_train.errors import analyse
+    from rasd_train.metrics import score
+
+    text = "انسحبت القوات الأمريكية من قاعدة التنف"
+    gold = Document("d", text, [Entity("a", 7, 23, "FORCE"), Entity("b", 27, 38, "BASE")],
+                    [Relation("a", "b", "WITHDREW_FROM")])
+    pred = Document("d", text, [Entity("p", 7, 23, "FORCE"), Entity("q", 33, 38, "BASE")], [])
+    summary = {"config": {"encoder": {"name": "tiny"}}, "dev": {**score([gold], [pred]),
+                                                                 "errors": analyse([gold], [pred])}}
+    card = render_card(summary, None)
+    assert "| | dev |" in card
+    assert "| gold names found exactly | 1 (50.0%) |" in card
+    assert "| wrong boundaries, right label | 1 (50.0%) |" in card
+    assert "| not found exactly, names of 1 / 2 / 3 / 4+ words | n/a / 50% / n/a / n/a |" in card
+    assert "| relations missed: head or tail not found exactly | 1 |" in card
+    assert "Not recorded in this run" in render_card({"config": {"encoder": {"name": "tiny"}}}, None)

@@ -58,6 +58,49 @@ def _calibration_section(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _errors_section(summary: dict) -> str:
+    """The error categories of `rasd_train.errors` per split, when the run recorded them."""
+    splits = [s for s in ("dev", "test", "seed_articles") if (summary.get(s) or {}).get("errors")]
+    if not splits:
+        return "Not recorded in this run (`python -m rasd_train.errors` computes them from predictions)."
+    errs = {s: summary[s]["errors"] for s in splits}
+
+    def share(s: str, key: str) -> str:
+        g = errs[s]["gold_entities"]
+        n = sum(g.values())
+        return f"{g.get(key, 0)} ({100 * g.get(key, 0) / n:.1f}%)" if n else "n/a"
+
+    def by_words(s: str) -> str:
+        bins = errs[s]["not_exact_by_words"]
+        return " / ".join(f"{100 * b['share']:.0f}%" if b["share"] is not None else "n/a" for b in bins.values())
+
+    def relations(s: str, key: str) -> str:
+        return str(errs[s]["gold_relations"].get(key, 0))
+
+    def lookalikes(s: str) -> str:
+        la = errs[s]["lookalikes"]
+        if not la:
+            return "none marked"
+        return f"{sum(v['tagged'] for v in la.values())} of {sum(v['marked'] for v in la.values())}"
+
+    rows = [("gold names found exactly", lambda s: share(s, "exact")),
+            ("wrong boundaries, right label", lambda s: share(s, "boundary")),
+            ("same span, wrong label", lambda s: share(s, "label")),
+            ("wrong boundaries and label", lambda s: share(s, "boundary+label")),
+            ("missed (no prediction overlaps)", lambda s: share(s, "missed")),
+            ("not found exactly, names of 1 / 2 / 3 / 4+ words", by_words),
+            ("predictions on no gold name", lambda s: str(sum(errs[s]["spurious_predictions"].values()))),
+            ("marked look-alikes (persons, agencies...) tagged", lookalikes),
+            ("gold relations found", lambda s: relations(s, "found")),
+            ("relations missed: head or tail not found exactly",
+             lambda s: relations(s, "missed: head or tail not found exactly")),
+            ("relations missed: classifier (both ends found)", lambda s: relations(s, "missed: classifier"))]
+    lines = ["Counted by `rasd_train.errors` on this run's torch predictions (strict: exact span and label):", "",
+             "| | " + " | ".join(s.replace("_", " ") for s in splits) + " |", "|---|" + "---|" * len(splits)]
+    lines += [f"| {name} | " + " | ".join(cell(s) for s in splits) + " |" for name, cell in rows]
+    return "\n".join(lines)
+
+
 def _augmentation(train_cfg: dict) -> str:
     """The training-time augmentation in words, read from the config the model was trained with."""
     names = parse_names(train_cfg.get("augment"))
@@ -127,6 +170,7 @@ def render_card(summary: dict, export_report: Optional[dict], model_name: str = 
         "results_rows": "\n".join(_row(s.replace("_", " "), summary.get(s))
                                    for s in ("dev", "test", "seed_articles")),
         "threshold_rows": _threshold_rows(summary.get("dev")), "calibration_section": _calibration_section(summary),
+        "errors_section": _errors_section(summary),
         "label_rows": labels, "onnx_section": onnx_section,
     }
     with open(TEMPLATE, encoding="utf-8") as f:

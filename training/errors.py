@@ -146,8 +146,10 @@ def format_report(r: dict) -> str:
     lines.append("not found exactly, by words: " + ", ".join(
         f"{b}: {v['not_exact']}/{v['gold']}" + (f" ({v['share']:.1%})" if v["gold"] else "")
         for b, v in r["not_exact_by_words"].items()))
-    lines.append("predictions on no gold name: " + ", ".join(f"{k} {v}" for k, v in sorted(r["spurious_predictions"].items())))
-    lines.append("look-alikes tagged: " + ", ".join(f"{k} {v['tagged']}/{v['marked']}" for k, v in r["lookalikes"].items()))
+    lines.append("predictions on no gold name: " +
+                 ", ".join(f"{k} {v}" for k, v in sorted(r["spurious_predictions"].items())))
+    lines.append("look-alikes tagged: " +
+                 ", ".join(f"{k} {v['tagged']}/{v['marked']}" for k, v in r["lookalikes"].items()))
     lines.append("gold relations: " + ", ".join(f"{k} {v}" for k, v in sorted(r["gold_relations"].items())))
     return "\n".join(lines)
 

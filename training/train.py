@@ -33,6 +33,7 @@ from .batching import DocumentWindows, LengthBucketSampler, collate_documents
 from .config import RunConfig, TrainArgs, load_config
 from .curves import plot_curves
 from .data import documents, load_corpus
+from .errors import analyse as analyse_errors
 from .folding import fold_alef
 from .calibration import calibration, fit_calibration, scored_outcomes
 from .calibration import report as calibration_report
@@ -259,7 +260,7 @@ def final_summary(run: Run, cfg: RunConfig, corpus: Corpus, tokenizer, accelerat
         if docs:
             preds = torch_predict(best, tokenizer, docs)
             summary[split] = {**score(docs, preds, scheme=corpus.scheme),
-                              **calibration_report(docs, preds, corpus.scheme)}
+                              **calibration_report(docs, preds, corpus.scheme), "errors": analyse_errors(docs, preds)}
             print(f"{split}: " + ", ".join(f"{k} {v:.3f}" for k, v in headline(summary[split]).items()))
     summary["total_wall_s"] = round(time.time() - started, 1)
     with open(os.path.join(run.out_dir, "train_summary.json"), "w", encoding="utf-8") as f:
