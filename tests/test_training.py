@@ -150,6 +150,11 @@ def test_training_run_learns_and_writes_artifacts(trained_run):
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
     # it memorises its 8 training documents; dev is a subset of train here
     assert summary["dev"]["strict"]["entities"]["micro"]["f1"] > 0.8
+    # the error categories (for the card) count every gold name of dev once, most of them found exactly
+    errors = summary["dev"]["errors"]
+    n_gold = summary["dev"]["strict"]["entities"]["micro"]["gold"]
+    assert sum(errors["gold_entities"].values()) == n_gold
+    assert errors["gold_entities"]["exact"] == summary["dev"]["strict"]["entities"]["micro"]["tp"]
 
 
 def test_resume_continues_from_checkpoint(trained_run, tiny_config_path):
