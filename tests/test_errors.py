@@ -43,6 +43,7 @@ def test_each_category_is_counted():
     assert r["lookalikes_tagged_as"] == {"PERSON as FORCE": 1}
     assert r["gold_relations"] == {"missed: head or tail not found exactly": 2}
     assert r["not_exact_by_words"]["2"] == {"gold": 4, "not_exact": 3, "share": 0.75}
+    assert r["outcomes_by_words"]["2"] == {"exact": 1, "boundary": 1, "label": 1, "missed": 1}
 
 
 def test_classifier_misses_and_found_relations():
@@ -73,6 +74,7 @@ def test_kept_gold_names_are_exact_and_the_rest_missed(i, rnd):
     assert r["gold_relations"].get("found", 0) == len(rels)
     assert sum(r["gold_relations"].values()) == len(g.relations)
     assert sum(v["gold"] for v in r["not_exact_by_words"].values()) == len(g.entities)
+    assert sum(sum(c.values()) for c in r["outcomes_by_words"].values()) == len(g.entities)
 
 
 def test_unpaired_or_changed_predictions_are_refused():

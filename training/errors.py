@@ -6,7 +6,7 @@
 F1 says how much is wrong; this says what, so a change can be aimed and its effect checked:
 
 - every gold name is found exactly, found with the wrong boundaries (a prediction of its label overlaps it), with
-  the wrong label (same span), with both wrong, or missed; and the share not found exactly, by length in words;
+  the wrong label (same span), with both wrong, or missed; and these outcomes by the name's length in words;
 - every prediction that overlaps no gold name is spurious; those that fall on a marked look-alike
   (`meta.lookalikes`: persons with ranks, news agencies, ministries...) are counted by the look-alike's kind;
 - every gold relation missed is lost to its entities (head or tail not found exactly) or to the classifier (both
@@ -59,6 +59,7 @@ def gold_entity_outcome(g: Entity, preds: Sequence[Entity]) -> str:
 
 def analyse(gold_docs: Sequence[Document], pred_docs: Sequence[Document]) -> dict:
     gold_out, by_len, by_len_total = Counter(), Counter(), Counter()
+    outcome_by_len = {b: Counter() for b in LENGTH_BINS}
     spurious, looks, looks_tagged, looks_label = Counter(), Counter(), Counter(), Counter()
     rel_out = Counter()
     for g, p in zip(gold_docs, _paired(gold_docs, pred_docs)):
@@ -68,6 +69,7 @@ def analyse(gold_docs: Sequence[Document], pred_docs: Sequence[Document]) -> dic
             b = _length_bin(word_count(g.text, e))
             by_len_total[b] += 1
             by_len[b] += outcome != "exact"
+            outcome_by_len[b][outcome] += 1
         lookalikes = [Entity("", x["start"], x["end"], x["kind"]) for x in (g.meta or {}).get("lookalikes", [])]
         strict = match_entities(g.entities, p.entities, strict=True)
         for j, e in enumerate(p.entities):
@@ -88,6 +90,7 @@ def analyse(gold_docs: Sequence[Document], pred_docs: Sequence[Document]) -> dic
         "not_exact_by_words": {b: {"gold": by_len_total[b], "not_exact": by_len[b],
                                    "share": round(by_len[b] / by_len_total[b], 4) if by_len_total[b] else None}
                                for b in LENGTH_BINS},
+        "outcomes_by_words": {b: dict(c) for b, c in outcome_by_len.items()},
         "spurious_predictions": dict(spurious),
         "lookalikes": {k: {"marked": looks[k], "tagged": looks_tagged[k], "share": round(looks_tagged[k] / looks[k], 4)}
                        for k in sorted(looks)},
