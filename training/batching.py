@@ -10,9 +10,10 @@ training budget. The sampler shuffles, cuts the order into pools of
 `pool_batches` batches, sorts each pool by length and shuffles the
 resulting batches, so batches are homogeneous but still random. The lengths
 are those of the documents the epoch will train on: a joined pair of reports
-is twice as long as its first document, and batched by the plain length it
-would pad its seven batch mates to its own length (measured: 4.7 s a step
-against 2.3, with `join` at rate 0.3, before lengths followed augmentation).
+is about twice as long as its first document, and sorted by the plain length
+it pads its batch mates to its own. With `join` at rate 0.3 an epoch computed
+1.55 times its real characters when sorted by the plain lengths, and 1.02
+times when sorted by the augmented ones.
 """
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ def word_count(text: str, e: Entity) -> int:
 
 
 def _length_bin(n: int) -> str:
-    return LENGTH_BINS[min(n, 4) - 1]
+    return LENGTH_BINS[max(1, min(n, 4)) - 1]
 
 
 def gold_entity_outcome(g: Entity, preds: Sequence[Entity]) -> str:
@@ -58,6 +58,7 @@ def gold_entity_outcome(g: Entity, preds: Sequence[Entity]) -> str:
 
 
 def analyse(gold_docs: Sequence[Document], pred_docs: Sequence[Document]) -> dict:
+    """The counts of every category (see the module docstring); predictions are paired with gold by document id."""
     gold_out, by_len, by_len_total = Counter(), Counter(), Counter()
     outcome_by_len = {b: Counter() for b in LENGTH_BINS}
     spurious, looks, looks_tagged, looks_label = Counter(), Counter(), Counter(), Counter()
@@ -72,7 +73,7 @@ def analyse(gold_docs: Sequence[Document], pred_docs: Sequence[Document]) -> dic
             outcome_by_len[b][outcome] += 1
         lookalikes = [Entity("", x["start"], x["end"], x["kind"]) for x in (g.meta or {}).get("lookalikes", [])]
         strict = match_entities(g.entities, p.entities, strict=True)
-        for j, e in enumerate(p.entities):
+        for e in p.entities:
             if any(_overlaps(e, x) for x in g.entities):
                 continue
             on = [x.label for x in lookalikes if _overlaps(e, x)]

@@ -260,7 +260,8 @@ def final_summary(run: Run, cfg: RunConfig, corpus: Corpus, tokenizer, accelerat
         if docs:
             preds = torch_predict(best, tokenizer, docs)
             summary[split] = {**score(docs, preds, scheme=corpus.scheme),
-                              **calibration_report(docs, preds, corpus.scheme), "errors": analyse_errors(docs, preds)}
+                              **calibration_report(docs, preds, corpus.scheme),
+                              "errors": analyse_errors(docs, preds)}
             print(f"{split}: " + ", ".join(f"{k} {v:.3f}" for k, v in headline(summary[split]).items()))
     summary["total_wall_s"] = round(time.time() - started, 1)
     with open(os.path.join(run.out_dir, "train_summary.json"), "w", encoding="utf-8") as f:
