@@ -46,20 +46,15 @@ def test_batches_follow_the_lengths_each_epoch_trains_on():
         assert sum(lengths) > 1.15 * sum(len(d.text) for d in docs)  # some documents were joined
     assert epoch_lengths(docs, None, 3) == [len(d.text) for d in docs]
 
+    def mean_pad(order, ls):  # characters of padding per document, batches of 8 in this order
+        batches = [order[b:b + 8] for b in range(0, len(order), 8)]
+        return sum(max(ls[i] for i in b) * len(b) - sum(ls[i] for i in b) for b in batches) / len(order)
+
     s = LengthBucketSampler(lambda e: epoch_lengths(docs, augment, e), 8, seed=1)
+    fixed = LengthBucketSampler([len(d.text) for d in docs], 8, seed=1)
     for epoch in (0, 1):
         s.set_epoch(epoch)
-        lengths, plain = epoch_lengths(docs, augment, epoch), [len(d.text) for d in docs]
-        order = list(s)
-        assert sorted(order) == list(range(len(docs)))
-
-        def mean_pad(ls):  # characters of padding per document, batches of 8 in this order
-            batches = [order[b:b + 8] for b in range(0, len(order), 8)]
-            return sum(max(ls[i] for i in b) * len(b) - sum(ls[i] for i in b) for b in batches) / len(order)
-
-        fixed = LengthBucketSampler(plain, 8, seed=1)
         fixed.set_epoch(epoch)
-        order_fixed = list(fixed)
-        batches = [order_fixed[b:b + 8] for b in range(0, len(order_fixed), 8)]
-        pad_fixed = sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches) / len(docs)
-        assert mean_pad(lengths) < 0.5 * pad_fixed
+        lengths, order = epoch_lengths(docs, augment, epoch), list(s)
+        assert sorted(order) == list(range(len(docs)))
+        assert mean_pad(order, lengths) < 0.5 * mean_pad(list(fixed), lengths)

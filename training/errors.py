@@ -26,13 +26,13 @@ from rasd.scheme import load_scheme
 from rasd.schema import Document, Entity, read_documents
 from rasd.text import is_word_char, split_words
 
-from .metrics import match_entities
+from .metrics import _overlap, match_entities
 
 LENGTH_BINS = ("1", "2", "3", "4+")
 
 
-def _overlaps(a, b) -> bool:
-    return min(a.end, b.end) > max(a.start, b.start)
+def _overlaps(a: Entity, b: Entity) -> bool:
+    return _overlap((a.start, a.end), (b.start, b.end)) > 0
 
 
 def word_count(text: str, e: Entity) -> int:
@@ -135,12 +135,9 @@ def _paired(gold_docs: Sequence[Document], pred_docs: Sequence[Document]) -> Lis
 def _predict(model_dir: str, docs: List[Document]) -> List[Document]:
     from transformers import AutoTokenizer
 
-    from rasd.pipeline import predict_documents
-
-    from .modeling import RasdModel, TorchBackend
-    model = RasdModel.from_pretrained(model_dir).eval()
-    tok = AutoTokenizer.from_pretrained(model_dir).backend_tokenizer
-    return predict_documents(docs, tok, model.spec(), TorchBackend(model))
+    from .modeling import RasdModel
+    from .predict import torch_predict
+    return torch_predict(RasdModel.from_pretrained(model_dir).eval(), AutoTokenizer.from_pretrained(model_dir), docs)
 
 
 def format_report(r: dict) -> str:
