@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from rasd.schema import Document, Entity, read_documents, validate_document
 from rasd_train.augment import (AUGMENTATIONS, TATWEEL, Augmenter, Insertion, _insert, arabic_indic_digits,
-                                diacritics, join_documents, parse_names, quote_names, spelling_variants)
+                                diacritics, join_documents, name_pool, parse_names, quote_names, replace_mentions,
+                                spelling_variants)
 
 HERE = os.path.dirname(__file__)
 TRAIN = os.path.join(HERE, "..", "data", "corpus", "train.jsonl")
@@ -43,11 +44,43 @@ def test_each_augmentation_keeps_every_name(i, seed, name):
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, len(DOCS) - 1), st.integers(0, 10**6))
 def test_all_augmentations_stacked_with_joining(i, seed):
-    aug = Augmenter(["join", "quotes", "spelling", "diacritics", "digits"], 1.0, seed, DOCS)
+    aug = Augmenter(["join", "quotes", "spelling", "diacritics", "digits", "mentions"], 1.0, seed, DOCS)
     out = aug(i, epoch=seed % 7)
     assert validate_document(out.to_dict(), "augmented") == []
     assert len(out.entities) >= len(DOCS[i].entities)
     assert out == aug(i, epoch=seed % 7), "the same (seed, epoch, index) must give the same document"
+
+
+POOL = name_pool(DOCS)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, len(DOCS) - 1), st.integers(0, 10**6), st.floats(0.0, 1.0))
+def test_mention_replacement_puts_a_pool_name_of_the_same_label_at_every_offset(i, seed, rate):
+    doc = DOCS[i]
+    out = replace_mentions(doc, random.Random(seed), POOL, rate)
+    assert validate_document(out.to_dict(), "augmented") == []
+    assert [(r.head, r.tail, r.label) for r in doc.relations] == [(r.head, r.tail, r.label) for r in out.relations]
+    swapped = {}
+    for b, a in zip(doc.entities, out.entities):
+        assert (a.id, a.label) == (b.id, b.label)
+        old, new = doc.text[b.start:b.end], out.text[a.start:a.end]
+        assert new == old or new in POOL[b.label]
+        assert swapped.setdefault((old, b.label), new) == new, "every mention of a name is swapped alike"
+    # what lies between the names is untouched
+    between = lambda d: [d.text[x.end:y.start] for x, y in zip(sorted(d.entities, key=lambda e: e.start),
+                                                                   sorted(d.entities, key=lambda e: e.start)[1:])]
+    assert between(out) == between(doc)
+
+
+def test_mention_replacement_swaps_at_rate_one_and_keeps_at_zero():
+    doc = Document("d", "انسحبت القوات الفرنسية من قاعدة تيساليت ثم سلمت قاعدة تيساليت.",
+                   [Entity("e1", 7, 22, "FORCE"), Entity("e2", 26, 39, "BASE"), Entity("e3", 48, 61, "BASE")])
+    pool = {"FORCE": ["القوات الفرنسية", "الجيش المالي"], "BASE": ["قاعدة تيساليت", "معسكر أغيلهوك"]}
+    assert replace_mentions(doc, random.Random(1), pool, 0.0) == doc
+    out = replace_mentions(doc, random.Random(1), pool, 1.0)
+    assert out.text == "انسحبت الجيش المالي من معسكر أغيلهوك ثم سلمت معسكر أغيلهوك."
+    assert [out.text[e.start:e.end] for e in out.entities] == ["الجيش المالي", "معسكر أغيلهوك", "معسكر أغيلهوك"]
 
 
 def test_insertions_attach_as_the_word_rule_says():
