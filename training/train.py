@@ -38,7 +38,7 @@ from .folding import fold_alef
 from .calibration import calibration, fit_calibration, scored_outcomes
 from .calibration import report as calibration_report
 from .metrics import headline, score
-from .modeling import RasdConfig, RasdModel
+from .modeling import RasdConfig, RasdModel, set_attention_dropout
 from .predict import evaluate_docs, torch_predict
 
 
@@ -98,9 +98,12 @@ def build_model(cfg: RunConfig, tokenizer, scheme: Scheme) -> RasdModel:
     if not path:
         from .tiny_encoder import tiny_bert_config
         enc = tiny_bert_config(len(tokenizer), e.hidden_size, e.num_layers, e.num_heads, e.intermediate_size,
-                               max_position_embeddings=max(512, m.window_length))
-        return RasdModel(RasdConfig(encoder_config=enc.to_dict(), encoder_name="tiny", **head_kwargs))
-    model = RasdModel.from_encoder(path, keep_layers=e.keep_layers, **head_kwargs)
+                               max_position_embeddings=max(512, m.window_length)).to_dict()
+        if e.attention_dropout is not None:
+            set_attention_dropout(enc, e.attention_dropout, "the tiny encoder")
+        return RasdModel(RasdConfig(encoder_config=enc, encoder_name="tiny", **head_kwargs))
+    model = RasdModel.from_encoder(path, keep_layers=e.keep_layers, attention_dropout=e.attention_dropout,
+                                   **head_kwargs)
     max_pos = getattr(model.config.encoder_hf_config(), "max_position_embeddings", m.window_length)
     if m.window_length > max_pos:
         raise ValueError(f"model.window_length {m.window_length} exceeds the encoder's {max_pos} positions")
