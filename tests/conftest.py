@@ -42,8 +42,19 @@ def mini_corpus(tmp_path_factory, mini_docs):
         docs = copy.deepcopy(part)
         for doc in docs:
             doc.id = f"{split}-{doc.id}"
+        _mark_a_lookalike(docs[0])
         write_documents(str(d / f"{split}.jsonl"), docs)
     return str(d)
+
+
+def _mark_a_lookalike(doc) -> None:
+    """Give the document meta as the real corpus has it (a look-alike span list), so the training run reads it
+    through the datasets round trip and the error analysis, as it does on data/corpus."""
+    import re
+    word = next(m for m in re.finditer(r"\w+", doc.text)
+                if not any(e.start < m.end() and m.start() < e.end for e in doc.entities))
+    doc.meta = {**(doc.meta or {}), "event": "mini", "lookalikes": [{"start": word.start(), "end": word.end(),
+                                                                     "kind": "PERSON"}]}
 
 
 TINY_YAML = """

@@ -171,3 +171,14 @@ def test_agreement_record_is_what_the_annotations_give(corpus):
         (after["documents"], after["entity_f1"], after["relation_f1"])
     assert sorted(edited) == sorted(after["not_compared"])
     assert record["documents"] >= 80 and record["entity_f1"] >= 0.90
+
+
+def test_training_reads_every_document_back_as_written():
+    """The datasets round trip (rasd_train.data) gives back each document exactly, meta included: look-alike spans
+    came back as a Python repr string once, and the error analysis at the end of training then crashed."""
+    from rasd_train.data import documents, load_corpus
+    loaded = load_corpus(CORPUS, splits=("dev", "test"))
+    for split in ("dev", "test"):
+        written = read_documents(os.path.join(CORPUS, f"{split}.jsonl"))
+        assert documents(loaded[split]) == written
+        assert any(isinstance((d.meta or {}).get("lookalikes"), list) for d in written)

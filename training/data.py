@@ -5,6 +5,7 @@ into words, tokens and windows, so training and serving cannot drift apart.
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Dict, List, Optional, Sequence
 
@@ -33,16 +34,19 @@ def load_corpus(data_dir: str, splits: Sequence[str] = SPLITS, scheme: Optional[
 
 
 def _flat(d: Document) -> dict:
-    # datasets needs one schema per column: meta values become strings.
+    # datasets needs one schema per column, so each meta value travels as its JSON text (a list of look-alike
+    # spans stays a list of dicts on the way back, where str() gave a Python repr nothing could read).
     return {"id": d.id, "text": d.text,
             "entities": [{"id": e.id, "start": e.start, "end": e.end, "label": e.label} for e in d.entities],
             "relations": [{"head": r.head, "tail": r.tail, "label": r.label} for r in d.relations],
-            "meta": {k: str(v) for k, v in (d.meta or {}).items()} or None}
+            "meta": {k: json.dumps(v, ensure_ascii=False) for k, v in (d.meta or {}).items()} or None}
 
 
 def documents(ds: Dataset) -> List[Document]:
     """Rows of a corpus Dataset back into scheme Documents."""
-    return [Document.from_dict({**row, "meta": {k: v for k, v in (row.get("meta") or {}).items() if v is not None}})
+    # A document without some key another document has gets None for it from datasets: not its own meta.
+    return [Document.from_dict({**row, "meta": {k: json.loads(v) for k, v in (row.get("meta") or {}).items()
+                                                if v is not None}})
             for row in ds]
 
 
