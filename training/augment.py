@@ -143,14 +143,13 @@ def replace_mentions(doc: Document, rng: random.Random, pool: Dict[str, Sequence
         if key not in swap:
             choices = [n for n in pool.get(e.label, ()) if n != key[0]]
             swap[key] = rng.choice(choices) if choices and rng.random() < rate else key[0]
-    parts, moved, last = [], {}, 0
+    parts, moved, last, length = [], {}, 0, 0  # length: characters written so far
     for e in ordered:
-        parts.append(doc.text[last:e.start])
-        start = sum(len(p) for p in parts)
         name = swap[(doc.text[e.start:e.end], e.label)]
-        parts.append(name)
+        parts += [doc.text[last:e.start], name]
+        start = length + e.start - last
         moved[e.id] = Entity(e.id, start, start + len(name), e.label)
-        last = e.end
+        length, last = start + len(name), e.end
     parts.append(doc.text[last:])
     entities = [moved[e.id] for e in doc.entities]
     return Document(doc.id, "".join(parts), entities, list(doc.relations), _meta(doc))
