@@ -141,8 +141,7 @@ def replace_mentions(doc: Document, rng: random.Random, pool: Dict[str, Sequence
     for e in ordered:
         key = (doc.text[e.start:e.end], e.label)
         if key not in swap:
-            choices = [n for n in pool.get(e.label, ()) if n != key[0]]
-            swap[key] = rng.choice(choices) if choices and rng.random() < rate else key[0]
+            swap[key] = _other_name(pool.get(e.label, ()), key[0], rng, rate)
     parts, moved, last, length = [], {}, 0, 0  # length: characters written so far
     for e in ordered:
         name = swap[(doc.text[e.start:e.end], e.label)]
@@ -153,6 +152,17 @@ def replace_mentions(doc: Document, rng: random.Random, pool: Dict[str, Sequence
     parts.append(doc.text[last:])
     entities = [moved[e.id] for e in doc.entities]
     return Document(doc.id, "".join(parts), entities, list(doc.relations), _meta(doc))
+
+
+def _other_name(names: Sequence[str], name: str, rng: random.Random, rate: float) -> str:
+    """With probability `rate`, a uniform draw from `names` other than `name` (else `name`), without copying the
+    pool: the draw is rng.choice over the pool with `name` left out, index for index."""
+    skip = names.index(name) if name in names else -1
+    count = len(names) - (skip >= 0)
+    if not count or rng.random() >= rate:
+        return name
+    i = rng.randrange(count)
+    return names[i + (0 <= skip <= i)]
 
 
 # A name that opens with a clitic before the article (والتحالف, بالقاعدة, للقوات) fits only the sentence it
