@@ -3,8 +3,13 @@
 A `Backend` has two methods on numpy arrays, named like the graphs in
 onnx_spec:
 
-    tag(input_ids[B,T], attention_mask[B,T]) -> (tag_logits[B,T,n_tags], hidden_states[B,T,H])
-    relate(hidden_states[B,T,H], pairs: {name: array} keyed by pairs.PAIR_INPUTS) -> relation_logits[P, 1+n_rel]
+    tag(input_ids[B,T], attention_mask[B,T]) -> (tag_logits[B,T,n_tags], context)
+    relate(context, pairs: {name: array} keyed by pairs.PAIR_INPUTS) -> relation_logits[P, 1+n_rel]
+
+`context` is the relation graph's encoder-side inputs by name
+(onnx_spec.RELATION["context"]): hidden_states[B,T,H] always, and for a
+model with typed markers layer_states[N,B,T,H] and attention_mask[B,T].
+The pipeline keeps it per batch and hands it back untouched.
 
 The torch model (training, evaluation, export parity) and the ONNX graphs
 (service, bench, export gate) both implement it, so they decode through the
@@ -31,10 +36,10 @@ class ModelFilesError(RuntimeError):
 
 
 class Backend(Protocol):
-    def tag(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    def tag(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
         ...
 
-    def relate(self, hidden_states: np.ndarray, pairs: Dict[str, np.ndarray]) -> np.ndarray:
+    def relate(self, context: Dict[str, np.ndarray], pairs: Dict[str, np.ndarray]) -> np.ndarray:
         ...
 
 

@@ -10,7 +10,11 @@ ENCODER = {
     "inputs": {"input_ids": ("int64", ("batch", "sequence")),
                "attention_mask": ("int64", ("batch", "sequence"))},
     "outputs": {"tag_logits": ("float32", ("batch", "sequence", "tags")),
-                "hidden_states": ("float32", ("batch", "sequence", "hidden"))},
+                "hidden_states": ("float32", ("batch", "sequence", "hidden")),
+                # The input states of the top N layers, for the typed-marker relation pass (rasd_train.markers);
+                # only a graph whose relation graph reads them has this output.
+                "layer_states": ("float32", ("layers", "batch", "sequence", "hidden"))},
+    "optional_outputs": ("layer_states",),
 }
 RELATION = {
     "file": "relation.onnx",
@@ -22,11 +26,15 @@ RELATION = {
                "head_type": ("int64", ("pairs",)),
                "tail_type": ("int64", ("pairs",)),
                "distance_bucket": ("int64", ("pairs",)),
-               "sentence_gap": ("int64", ("pairs",))},
+               "sentence_gap": ("int64", ("pairs",)),
+               "layer_states": ("float32", ("layers", "batch", "sequence", "hidden")),
+               "attention_mask": ("int64", ("batch", "sequence"))},
     "outputs": {"relation_logits": ("float32", ("pairs", "classes"))},
     # Inputs of features a model may be trained without (config.relation_features):
     # its graph then lacks them, and the runtime feeds only what a graph declares.
-    "optional": ("sentence_gap",),
+    "optional": ("sentence_gap", "layer_states", "attention_mask"),
+    # Inputs that come from the encoder side (its outputs, and its attention mask), not from the pairs.
+    "context": ("hidden_states", "layer_states", "attention_mask"),
 }
 GRAPHS = {"encoder": ENCODER, "relation": RELATION}
 

@@ -29,8 +29,8 @@ from .scheme import NO_RELATION, Scheme
 from .schema import Entity
 from .text import paragraph_index
 
-# Inputs of the relation graph besides the encoder's hidden states, in order.
-PAIR_INPUTS: Tuple[str, ...] = tuple(n for n in RELATION["inputs"] if n != "hidden_states")
+# Inputs of the relation graph that describe the pairs (the rest come from the encoder side), in order.
+PAIR_INPUTS: Tuple[str, ...] = tuple(n for n in RELATION["inputs"] if n not in RELATION["context"])
 DISTANCE_BUCKETS = (0, 1, 2, 3, 4, 5, 8, 16, 32, 64)  # lower bounds, in tokens
 # Sentence ends between head and tail, capped: 0 = same sentence, 3 = three or more apart.
 MAX_SENTENCE_GAP = 3

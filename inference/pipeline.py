@@ -68,22 +68,22 @@ def _prepare(texts: Sequence[str], tokenizer, spec: ModelSpec, specials: Special
     return docs
 
 
-def _tag(docs: List[_Doc], backend: Backend, pad_id: int, batch_size: int) -> List[np.ndarray]:
-    """Run the tagger over all windows, sorted by length; returns the hidden states of each batch."""
+def _tag(docs: List[_Doc], backend: Backend, pad_id: int, batch_size: int) -> List[Dict[str, np.ndarray]]:
+    """Run the tagger over all windows, sorted by length; returns each batch's relation context."""
     order = sorted((len(w.input_ids), di, wi) for di, d in enumerate(docs) for wi, w in enumerate(d.windows))
-    hidden_batches: List[np.ndarray] = []
+    contexts: List[Dict[str, np.ndarray]] = []
     for b in range(0, len(order), batch_size):
         chunk = order[b:b + batch_size]
         ids, mask = pad_rows([docs[di].windows[wi].input_ids for _, di, wi in chunk], pad_id)
-        logits, hidden = backend.tag(ids, mask)
+        logits, context = backend.tag(ids, mask)
         probs = softmax(np.asarray(logits, dtype=np.float32))
-        bi = len(hidden_batches)
-        hidden_batches.append(np.asarray(hidden, dtype=np.float32))
+        bi = len(contexts)
+        contexts.append(context)
         for row, (_, di, wi) in enumerate(chunk):
             win = docs[di].windows[wi]
             docs[di].window_probs[wi] = probs[row, win.first_token_positions()]
             docs[di].window_loc[wi] = (bi, row)
-    return hidden_batches
+    return contexts
 
 
 def _pair_jobs(d: _Doc, doc: Document, spec: ModelSpec) -> Dict[int, List[_PairJob]]:
@@ -116,7 +116,7 @@ def predict(texts: Sequence[str], tokenizer, spec: ModelSpec, backend: Backend, 
     """
     specials = SpecialTokens.from_tokenizer(tokenizer)
     docs = _prepare(texts, tokenizer, spec, specials)
-    hidden_batches = _tag(docs, backend, specials.pad_id, batch_size)
+    contexts = _tag(docs, backend, specials.pad_id, batch_size)
 
     results: List[Document] = []
     jobs: Dict[int, List[_PairJob]] = {}
@@ -133,7 +133,7 @@ def predict(texts: Sequence[str], tokenizer, spec: ModelSpec, backend: Backend, 
     # One relation call per tag batch whose windows hold candidate pairs.
     for bi, js in jobs.items():
         pairs = stack_pairs([j.features for j in js], [j.row for j in js])
-        logits = np.asarray(backend.relate(hidden_batches[bi], pairs), dtype=np.float32)
+        logits = np.asarray(backend.relate(contexts[bi], pairs), dtype=np.float32)
         ends = [(results[j.doc].entities[j.head], results[j.doc].entities[j.tail]) for j in js]
         decided = decode_relations(logits, [(h.label, t.label) for h, t in ends], spec.scheme)
         for j, (head, tail), (label, score) in zip(js, ends, decided):

@@ -50,10 +50,12 @@ def _check_io(sess: ort.InferenceSession, graph: dict, path: str) -> dict:
         raise ModelFormatError(f"{os.path.basename(path)}: graph inputs {sorted(have)} differ from the expected "
                                f"{sorted(want)}; was it exported by a different rasd version?")
     outs = {o.name for o in sess.get_outputs()}
-    if not set(graph["outputs"]) <= outs:
+    needed = set(graph["outputs"]) - set(graph.get("optional_outputs", ()))
+    if not needed <= outs:
         raise ModelFormatError(f"{os.path.basename(path)}: graph outputs {sorted(outs)} lack "
-                               f"{sorted(set(graph['outputs']) - outs)}")
-    return with_inputs(graph, have)
+                               f"{sorted(needed - outs)}")
+    narrowed = with_inputs(graph, have)
+    return {**narrowed, "outputs": {k: v for k, v in graph["outputs"].items() if k in outs}}
 
 
 class OnnxBackend:
@@ -63,6 +65,14 @@ class OnnxBackend:
         self.relation = _session(relation_path, threads)
         self.relation_spec = _check_io(self.relation, RELATION, relation_path)
         self.hidden_size = self.encoder.get_outputs()[1].shape[-1]
+        # What the relation graph reads from the encoder side, and whether it needs the attention mask.
+        self.context_outputs = [n for n in self.encoder_spec["outputs"] if n != "tag_logits"]
+        wanted = set(self.relation_spec["inputs"]) & set(RELATION["context"])
+        missing = wanted - set(self.context_outputs) - {"attention_mask"}
+        if missing:
+            raise ModelFormatError(f"{os.path.basename(relation_path)} reads {sorted(missing)}, which "
+                                   f"{os.path.basename(encoder_path)} does not output")
+        self.relation_reads_mask = "attention_mask" in wanted
 
     @staticmethod
     def _feed(graph: dict, arrays: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -79,11 +89,13 @@ class OnnxBackend:
         return feed
 
     def tag(self, input_ids, attention_mask):
-        logits, hidden = self.encoder.run(list(ENCODER["outputs"]), self._feed(
+        logits, *states = self.encoder.run(["tag_logits"] + self.context_outputs, self._feed(
             self.encoder_spec, {"input_ids": input_ids, "attention_mask": attention_mask}))
-        return logits, hidden
+        context = dict(zip(self.context_outputs, states))
+        if self.relation_reads_mask:
+            context["attention_mask"] = np.asarray(attention_mask, dtype=np.int64)
+        return logits, context
 
-    def relate(self, hidden_states, pairs: Dict[str, np.ndarray]):
-        (logits,) = self.relation.run(list(RELATION["outputs"]),
-                                      self._feed(self.relation_spec, {"hidden_states": hidden_states, **pairs}))
+    def relate(self, context: Dict[str, np.ndarray], pairs: Dict[str, np.ndarray]):
+        (logits,) = self.relation.run(list(RELATION["outputs"]), self._feed(self.relation_spec, {**context, **pairs}))
         return logits

@@ -88,7 +88,7 @@ def test_features_are_keyed_by_the_relation_graph_inputs():
     win = window(0, 10)
     rows = [pair_row(win, (1, 3), (5, 6), 1, 0), pair_row(win, (5, 6), (1, 3), 0, 1)]
     feats = stack_pairs(rows, [0, 2])
-    assert set(feats) == set(PAIR_INPUTS) == set(RELATION["inputs"]) - {"hidden_states"}
+    assert set(feats) == set(PAIR_INPUTS) == set(RELATION["inputs"]) - set(RELATION["context"])
     assert feats["head_span"].tolist() == [[2, 4], [6, 7]] and feats["tail_span"].tolist() == [[6, 7], [2, 4]]
     assert feats["pair_batch"].tolist() == [0, 2]
     assert feats["distance_bucket"].tolist() == [2, 2]  # two tokens between the spans, either way round

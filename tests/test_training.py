@@ -49,17 +49,18 @@ def test_numbers_from_yaml_strings_and_overrides(tmp_path):
     assert cfg.train.epochs == 3 and cfg.train.batch_size == 2
 
 
-def _tiny_model_and_batch(mini_docs, left_context: int = 0, relation_features=(), crf: bool = False):
+def _tiny_model_and_batch(mini_docs, left_context: int = 0, relation_features=(), crf: bool = False,
+                          markers: int = 0, layers: int = 1):
     from rasd.align import SpecialTokens
     from rasd_train.data import collate, featurize
     from rasd_train.modeling import RasdConfig, RasdModel
     from rasd_train.tiny_encoder import tiny_bert_config, train_wordpiece
     tok = train_wordpiece([d.text for d in mini_docs], 300)
-    enc = tiny_bert_config(len(tok), 32, 1, 2, 64)
+    enc = tiny_bert_config(len(tok), 32, layers, 2, 64)
     torch.manual_seed(0)
     model = RasdModel(RasdConfig(encoder_config=enc.to_dict(), window_length=64, window_stride=16,
                                  relation_hidden_size=32, relation_left_context=left_context,
-                                 relation_features=list(relation_features), crf=crf,
+                                 relation_features=list(relation_features), crf=crf, relation_markers=markers,
                                  decoding="viterbi" if crf else "argmax"))
     sp = SpecialTokens.from_tokenizer(tok.backend_tokenizer)
     feats = [f for d in mini_docs for f in featurize(d, tok.backend_tokenizer, model.config.spec(), sp)]
@@ -325,11 +326,12 @@ def test_relation_graph_declares_the_inputs_its_features_read(mini_docs, tmp_pat
     with torch.no_grad():
         _, hidden = model.encode(batch["input_ids"], batch["attention_mask"])
         ref = model.relate(hidden, **{k: torch.from_numpy(v) for k, v in pairs.items()}).numpy()
-    got = backend.relate(hidden.numpy(), pairs)
+    context = {"hidden_states": hidden.numpy()}
+    got = backend.relate(context, pairs)
     assert np.allclose(ref, got, atol=1e-4)
     if "sentence_gap" in features:  # and the feature matters: another gap gives other logits
         moved = dict(pairs, sentence_gap=(pairs["sentence_gap"] + 1) % 4)
-        assert not np.allclose(backend.relate(hidden.numpy(), moved), got, atol=1e-4)
+        assert not np.allclose(backend.relate(context, moved), got, atol=1e-4)
 
 
 def test_unknown_relation_feature_is_named():

@@ -69,6 +69,10 @@ class ModelArgs:
         "help": "Extra pair features: 'sentence_gap' (sentence ends between head and tail) and/or "
                 "'context_attention' (learned attention pooling of the tokens between them). Both together: "
                 "+0.4 entity / +0.6 relation dev F1 on 3 seeds, inside the seed noise (README); off by default."})
+    relation_markers: int = field(default=0, metadata={
+        "help": "Typed entity markers (PURE's approximation, rasd_train.markers) through the encoder's top N "
+                "layers: four markers per candidate pair attend to the text and to each other, and their final "
+                "states join the pair features. 0 = off. BERT-family encoders only."})
 
 
 @dataclass

@@ -64,8 +64,8 @@ class RelationGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, hidden_states, *pairs):
-        return self.model.relate(hidden_states, **dict(zip(self.model.relation_inputs(), pairs)))
+    def forward(self, *inputs):
+        return self.model.relate(**dict(zip(self.model.relation_inputs(), inputs)))
 
 
 class GateFailure(RuntimeError):
@@ -94,7 +94,8 @@ def export_encoder(model: RasdModel, tokenizer, path: str, fuse: bool = True) ->
     # The wrappers are put in eval mode too: the exporter restores each wrapper's own mode afterwards,
     # and a fresh module is in training mode, which would switch the model's dropout back on.
     with eager_attention(model) if fuse else contextlib.nullcontext():
-        _export(EncoderGraph(model).eval(), (ids, mask), ENCODER, path)
+        outputs = {k: ENCODER["outputs"][k] for k in model.encoder_outputs()}  # layer_states for markers only
+        _export(EncoderGraph(model).eval(), (ids, mask), {**ENCODER, "outputs": outputs}, path)
     if not fuse:
         return {"applied": False, "reason": "fuse=False"}
     return fuse_encoder(path, model.config.encoder_hf_config())
@@ -105,15 +106,14 @@ def export_graphs(model: RasdModel, tokenizer, out_dir: str, fuse: bool = True) 
     fusion = export_encoder(model, tokenizer, os.path.join(out_dir, ENCODER["file"]), fuse)
     ids, mask = _sample_batch(model, tokenizer)
     with torch.no_grad():
-        _, hidden = model.encode(ids, mask)
+        _, context = model.context(ids, mask)
     n_types = len(model.spec().scheme.entities)
     example = {"pair_batch": [0, 1, 1], "head_span": [[1, 3], [2, 4], [1, 2]], "tail_span": [[4, 6], [1, 2], [5, 7]],
                "head_type": [1 % n_types, 0, 2 % n_types], "tail_type": [0, 1 % n_types, 3 % n_types],
                "distance_bucket": [2, 0, 5], "sentence_gap": [0, 1, 3]}
     names = model.relation_inputs()  # a model's graph declares only the optional inputs it reads
-    pairs = tuple(torch.tensor(example[name]) for name in names)
-    _export(RelationGraph(model).eval(), (hidden,) + pairs, with_inputs(RELATION, ["hidden_states"] + names),
-            os.path.join(out_dir, RELATION["file"]))
+    args = tuple(context[n] if n in context else torch.tensor(example[n]) for n in names)
+    _export(RelationGraph(model).eval(), args, with_inputs(RELATION, names), os.path.join(out_dir, RELATION["file"]))
     return fusion
 
 
@@ -124,12 +124,12 @@ def _outputs(backend, tokenizer, spec, texts):
     rows = [make_windows(tokenize_text(t, tokenizer), sp, spec.window_length, spec.window_stride)[0].input_ids
             for t in texts]
     ids, mask = pipeline.pad_rows(rows, sp.pad_id)
-    logits, hidden = backend.tag(ids, mask)
+    logits, context = backend.tag(ids, mask)
     n = min(len(texts), 3)
     pairs = {"pair_batch": np.arange(n), "head_span": np.tile([[1, 2]], (n, 1)), "tail_span": np.tile([[3, 5]], (n, 1)),
              "head_type": np.zeros(n, np.int64), "tail_type": np.ones(n, np.int64) % len(spec.scheme.entities),
              "distance_bucket": np.full(n, 2), "sentence_gap": np.arange(n) % 4}
-    rel = backend.relate(hidden, pairs)
+    rel = backend.relate(context, pairs)
     preds = pipeline.predict(texts, tokenizer, spec, backend)
     return {"tag_logits": np.asarray(logits) * mask[..., None], "relation_logits": np.asarray(rel)}, preds
 

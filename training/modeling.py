@@ -17,11 +17,12 @@ import rasd
 from rasd.calibration import Calibration
 from rasd.backend import ModelSpec
 from rasd.decode import LearnedTransitions
-from rasd.onnx_spec import RELATION
+from rasd.onnx_spec import ENCODER, RELATION
 from rasd.pairs import DISTANCE_BUCKETS, MAX_SENTENCE_GAP, PAIR_INPUTS
 from rasd.scheme import Scheme, builtin_scheme
 
 from .crf import TagCRF
+from .markers import MARKERS_PER_PAIR, MarkerPass, check_layers
 
 RELATION_FEATURES = ("sentence_gap", "context_attention")
 
@@ -38,7 +39,7 @@ class RasdConfig(PretrainedConfig):
                  relation_loss_weight: float = 1.0, relation_left_context: int = 0,
                  relation_features: Optional[List[str]] = None, encoder_name: str = "",
                  rasd_version: str = "", decoding: str = "argmax", calibration: Optional[dict] = None,
-                 crf: bool = False, crf_scores: Optional[dict] = None, **kwargs):
+                 crf: bool = False, crf_scores: Optional[dict] = None, relation_markers: int = 0, **kwargs):
         self.encoder_config = encoder_config or {}
         self.scheme = scheme if scheme is not None else _legacy_scheme(kwargs)
         self.rasd_version = rasd_version or rasd.__version__
@@ -63,6 +64,11 @@ class RasdConfig(PretrainedConfig):
         unknown = set(self.relation_features) - set(RELATION_FEATURES)
         if unknown:
             raise ValueError(f"model.relation_features: unknown {sorted(unknown)} (known: {', '.join(RELATION_FEATURES)})")
+        # Typed entity markers through the encoder's top N layers (rasd_train.markers; issue 11, relation
+        # design b); 0 = off, the default, so older checkpoints load unchanged.
+        self.relation_markers = int(relation_markers)
+        if self.relation_markers < 0:
+            raise ValueError(f"model.relation_markers must be >= 0 (a number of layers), got {relation_markers}")
         self.encoder_name = encoder_name
         self.decoding = decoding  # tags -> spans: "argmax" or "viterbi" (rasd.decode)
         self.calibration = calibration or {}  # score maps fitted on dev (rasd.calibration); {} = raw scores
@@ -196,6 +202,10 @@ class RasdModel(PreTrainedModel):
         if "sentence_gap" in feats:
             self.sentence_embedding = nn.Embedding(MAX_SENTENCE_GAP + 1, config.distance_embedding_dim)
             pair_in += config.distance_embedding_dim
+        if config.relation_markers:
+            check_layers(self.encoder_layers(), config.relation_markers, config.encoder_name or "the encoder")
+            self.markers = MarkerPass(len(scheme.entities), h)
+            pair_in += MARKERS_PER_PAIR * h
         self.pair_mlp = nn.Sequential(nn.Linear(pair_in, config.relation_hidden_size), nn.GELU(),
                                       nn.Dropout(config.dropout),
                                       nn.Linear(config.relation_hidden_size, 1 + len(scheme.relation_labels)))
@@ -260,18 +270,43 @@ class RasdModel(PreTrainedModel):
 
     # -- the two exported computations --------------------------------------
 
+    def encoder_layers(self):
+        """The encoder's transformer layers (BERT family: encoder.layer)."""
+        return getattr(getattr(self.encoder, "encoder", None), "layer", [])
+
+    def encoder_outputs(self) -> List[str]:
+        """The encoder graph's outputs this model gives (layer_states only for the marker pass)."""
+        return [n for n in ENCODER["outputs"] if n != "layer_states" or self.config.relation_markers]
+
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        """(tag logits [B,T,n_tags], hidden states [B,T,H])."""
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.tagger(self.dropout(hidden)), hidden
+        """(tag logits [B,T,n_tags], hidden states [B,T,H]) and, for the marker pass, the input states of the
+        top relation_markers layers [N,B,T,H]."""
+        n = self.config.relation_markers
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=bool(n))
+        hidden = out.last_hidden_state
+        logits = self.tagger(self.dropout(hidden))
+        if not n:
+            return logits, hidden
+        # hidden_states[i] is the input of layer i (0 = the embeddings); the top n layers' inputs.
+        return logits, hidden, torch.stack(out.hidden_states[-n - 1:-1])
+
+    def context(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """(tag logits, the relation graph's encoder-side inputs by name): what a backend's tag() returns."""
+        logits, *states = self.encode(input_ids, attention_mask)
+        ctx = dict(zip(self.encoder_outputs()[1:], states))
+        if self.config.relation_markers:
+            ctx["attention_mask"] = attention_mask
+        return logits, ctx
 
     def relation_inputs(self) -> List[str]:
         """The relation graph's inputs this model reads (its optional ones only when a feature needs them)."""
-        optional = set(RELATION["optional"]) - set(self.config.relation_features)
-        return [n for n in PAIR_INPUTS if n not in optional]
+        used = set(self.config.relation_features)
+        if self.config.relation_markers:
+            used |= {"layer_states", "attention_mask"}
+        return [n for n in RELATION["inputs"] if n not in RELATION["optional"] or n in used]
 
     def relate(self, hidden_states, pair_batch, head_span, tail_span, head_type, tail_type, distance_bucket,
-               sentence_gap=None):
+               sentence_gap=None, layer_states=None, attention_mask=None):
         """Logits [P, 1 + n_relations] (class 0 = no relation) for candidate pairs.
 
         The arguments are the relation graph's inputs (onnx_spec.RELATION), by name."""
@@ -298,12 +333,17 @@ class RasdModel(PreTrainedModel):
                  self.distance_embedding(distance_bucket)]
         if "sentence_gap" in feats_on:
             extra.append(self.sentence_embedding(sentence_gap))
+        if self.config.relation_markers:
+            layers = list(self.encoder_layers())[-self.config.relation_markers:]
+            pooled.append(self.markers(layers, layer_states, attention_mask, pair_batch, head_span, tail_span,
+                                       head_type, tail_type).to(dtype))
         feats = torch.cat(pooled + extra, dim=-1)
         return self.pair_mlp(self.dropout(feats))
 
     def forward(self, input_ids, attention_mask, labels=None, pairs=None, pair_labels=None, **_):
         """Training step: `pairs` is the dict of relation-graph inputs (rasd.pairs.PAIR_INPUTS)."""
-        tag_logits, hidden = self.encode(input_ids, attention_mask)
+        tag_logits, ctx = self.context(input_ids, attention_mask)
+        hidden = ctx["hidden_states"]
         out = {"tag_logits": tag_logits, "hidden": hidden}
         loss = None
         if labels is not None:
@@ -314,7 +354,7 @@ class RasdModel(PreTrainedModel):
                                                    labels.reshape(-1), ignore_index=-100)
             out["tag_loss"] = loss.detach()
         if pairs is not None and pairs["pair_batch"].numel() > 0:
-            rel_logits = self.relate(hidden, **pairs)
+            rel_logits = self.relate(**ctx, **pairs)
             out["rel_logits"] = rel_logits
             if pair_labels is not None:
                 rel_loss = nn.functional.cross_entropy(rel_logits.float(), pair_labels)
@@ -345,14 +385,16 @@ class TorchBackend:
     @torch.no_grad()
     def tag(self, input_ids, attention_mask):
         self.model.eval()
-        logits, hidden = self.model.encode(torch.as_tensor(input_ids, device=self.device),
-                                           torch.as_tensor(attention_mask, device=self.device))
-        return logits.float().cpu().numpy(), hidden.float().cpu().numpy()
+        logits, ctx = self.model.context(torch.as_tensor(input_ids, device=self.device),
+                                         torch.as_tensor(attention_mask, device=self.device))
+        return logits.float().cpu().numpy(), {k: (v.float() if v.is_floating_point() else v).cpu().numpy()
+                                              for k, v in ctx.items()}
 
     @torch.no_grad()
-    def relate(self, hidden_states, pairs):
+    def relate(self, context, pairs):
         self.model.eval()
         dtype = next(self.model.parameters()).dtype
+        ctx = {k: torch.as_tensor(v, device=self.device) for k, v in context.items()}
+        ctx = {k: v.to(dtype) if v.is_floating_point() else v for k, v in ctx.items()}
         feats = {k: torch.as_tensor(v, device=self.device) for k, v in pairs.items()}
-        out = self.model.relate(torch.as_tensor(hidden_states, device=self.device).to(dtype), **feats)
-        return out.float().cpu().numpy()
+        return self.model.relate(**ctx, **feats).float().cpu().numpy()

@@ -87,7 +87,7 @@ def cache_hidden(model: RasdModel, windows: List[dict], pad_id: int, batch: int 
         for r, i in enumerate(idx):
             n = len(windows[i]["input_ids"])
             ids[r, :n], mask[r, :n] = torch.tensor(windows[i]["input_ids"]), 1
-        _, hidden = model.encode(ids, mask)
+        _, hidden = model.encode(ids, mask)[:2]
         for r, i in enumerate(idx):
             windows[i]["hidden"] = hidden[r, :len(windows[i]["input_ids"])].to(torch.float16)
 
@@ -176,6 +176,9 @@ def compare(model_dir: str, corpus: str, variants: List[RefitArgs]) -> dict:
     from .modeling import TorchBackend
     from .robustness import CachedBackend
     model = RasdModel.from_pretrained(model_dir).eval()
+    if model.config.relation_markers:  # the refit caches last hidden states only; markers need every layer's
+        raise ValueError(f"{model_dir}: the relation refit does not support models with typed markers "
+                         f"(model.relation_markers = {model.config.relation_markers})")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     scheme, spec = model.config.scheme_obj(), model.spec()
     train = read_documents(f"{corpus}/train.jsonl", scheme)

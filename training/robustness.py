@@ -46,10 +46,11 @@ class CachedBackend:
             self.tags[key] = self.backend.tag(ids, mask)
         return self.tags[key]
 
-    def relate(self, hidden, pairs):
-        key = (hashlib.sha1(hidden.tobytes()).hexdigest(), tuple(v.tobytes() for v in pairs.values()))
+    def relate(self, context, pairs):
+        key = (tuple(hashlib.sha1(v.tobytes()).hexdigest() for v in context.values()),
+               tuple(v.tobytes() for v in pairs.values()))
         if key not in self.rels:
-            self.rels[key] = self.backend.relate(hidden, pairs)
+            self.rels[key] = self.backend.relate(context, pairs)
         return self.rels[key]
 
 

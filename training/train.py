@@ -92,7 +92,7 @@ def build_model(cfg: RunConfig, tokenizer, scheme: Scheme) -> RasdModel:
                        dropout=m.dropout, type_embedding_dim=m.type_embedding_dim,
                        distance_embedding_dim=m.distance_embedding_dim, relation_hidden_size=m.relation_hidden_size,
                        relation_loss_weight=m.relation_loss_weight, relation_left_context=m.relation_left_context,
-                       relation_features=m.relation_features,
+                       relation_features=m.relation_features, relation_markers=m.relation_markers,
                        decoding=m.decoding, crf=m.crf)
     path = encoder_path(cfg)
     if not path:
