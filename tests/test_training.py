@@ -426,3 +426,22 @@ def test_fused_adamw_makes_the_same_update(mini_docs):
     for (name, a), b in zip(model.named_parameters(), twin.parameters()):
         assert torch.allclose(a, b, atol=1e-5), name
     assert not torch.equal(model.tagger.weight, start["tagger.weight"])  # the steps did train
+
+
+def test_relation_matching_is_shared_and_uses_each_gold_once():
+    from rasd_train.errors import _relation_outcomes
+    from rasd_train.metrics import match_entities, match_relations
+    gold = _doc([(0, 16, "FORCE"), (27, 38, "BASE"), (42, 52, "LOCATION")],
+                [("T1", "T2", "WITHDREW_FROM"), ("T1", "T3", "WITHDREW_FROM")])
+    # the first relation predicted twice (matches once); the second lost: its tail is not found exactly
+    pred = _doc([(0, 16, "FORCE"), (27, 38, "BASE"), (42, 48, "LOCATION")],
+                [("T1", "T2", "WITHDREW_FROM"), ("T1", "T2", "WITHDREW_FROM"), ("T1", "T3", "WITHDREW_FROM")])
+    strict = match_entities(gold.entities, pred.entities, strict=True)
+    assert match_relations(gold, pred, strict) == {0}
+    assert score([gold], [pred])["strict"]["relations"]["micro"]["tp"] == 1
+    assert _relation_outcomes(gold, pred, strict) == {"found": 1, "missed: head or tail not found exactly": 1}
+    # with the tail exact but the label wrong, the classifier is to blame
+    pred2 = _doc([(0, 16, "FORCE"), (27, 38, "BASE"), (42, 52, "LOCATION")],
+                 [("T1", "T2", "WITHDREW_FROM"), ("T3", "T1", "HANDED_TO")])
+    strict2 = match_entities(gold.entities, pred2.entities, strict=True)
+    assert _relation_outcomes(gold, pred2, strict2) == {"found": 1, "missed: classifier": 1}

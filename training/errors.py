@@ -26,7 +26,7 @@ from rasd.scheme import load_scheme
 from rasd.schema import Document, Entity, read_documents
 from rasd.text import is_word_char, split_words
 
-from .metrics import _overlap, match_entities
+from .metrics import _overlap, match_entities, match_relations
 
 LENGTH_BINS = ("1", "2", "3", "4+")
 
@@ -102,18 +102,14 @@ def analyse(gold_docs: Sequence[Document], pred_docs: Sequence[Document]) -> dic
 
 def _relation_outcomes(g: Document, p: Document, strict: Dict[int, int]) -> Counter:
     """Each gold relation: found, lost to its entities, or lost to the classifier."""
-    found_gold = {gi: j for j, gi in strict.items()}  # gold entity index -> its exact prediction's index
+    found_gold = set(strict.values())  # gold entity indices with an exact prediction
     gid = {e.id: i for i, e in enumerate(g.entities)}
-    pid = {e.id: j for j, e in enumerate(p.entities)}
-    predicted = Counter((strict.get(pid[r.head]), strict.get(pid[r.tail]), r.label) for r in p.relations)
+    matched = match_relations(g, p, strict)
     out = Counter()
-    for r in g.relations:
-        h, t = gid[r.head], gid[r.tail]
-        key = (h, t, r.label)
-        if predicted[key] > 0:
-            predicted[key] -= 1
+    for k, r in enumerate(g.relations):
+        if k in matched:
             out["found"] += 1
-        elif h not in found_gold or t not in found_gold:
+        elif gid[r.head] not in found_gold or gid[r.tail] not in found_gold:
             out["missed: head or tail not found exactly"] += 1
         else:
             out["missed: classifier"] += 1

@@ -6,7 +6,7 @@ it on ONNX predictions too.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from rasd.align import spans_to_word_tags
 from rasd.scheme import Scheme, builtin_scheme
@@ -46,6 +46,23 @@ def match_entities(gold, pred, strict: bool) -> Dict[int, int]:
     return out
 
 
+def match_relations(gold: Document, pred: Document, entity_match: Dict[int, int]) -> Set[int]:
+    """Indices of the gold relations that a predicted relation matches: same label, and its head and tail matched
+    (entity_match: predicted entity index -> gold entity index) to the gold relation's. Each prediction matches at
+    most one gold relation, each gold relation at most one prediction. Scoring and the error analysis share it."""
+    gid = {e.id: i for i, e in enumerate(gold.entities)}
+    pid = {e.id: j for j, e in enumerate(pred.entities)}
+    unmatched: Dict[tuple, List[int]] = {}
+    for k, r in enumerate(gold.relations):
+        unmatched.setdefault((gid[r.head], gid[r.tail], r.label), []).append(k)
+    found = set()
+    for r in pred.relations:
+        waiting = unmatched.get((entity_match.get(pid[r.head]), entity_match.get(pid[r.tail]), r.label))
+        if waiting:
+            found.add(waiting.pop(0))
+    return found
+
+
 def score(gold_docs: Sequence[Document], pred_docs: Sequence[Document],
           scheme: Optional[Scheme] = None) -> dict:
     """Strict and partial P/R/F1 per label of `scheme` (the built-in one by default), seqeval and confusion."""
@@ -67,18 +84,9 @@ def score(gold_docs: Sequence[Document], pred_docs: Sequence[Document],
                 ent_pred[e.label] += 1
                 if j in m:
                     ent_tp[e.label] += 1
-            gid = {e.id: i for i, e in enumerate(g.entities)}
-            pid = {e.id: j for j, e in enumerate(p.entities)}
-            gold_rel = Counter((gid[r.head], gid[r.tail], r.label) for r in g.relations)
-            for r in g.relations:
-                rel_gold[r.label] += 1
-            for r in p.relations:
-                rel_pred[r.label] += 1
-                h, t = m.get(pid[r.head]), m.get(pid[r.tail])
-                key = (h, t, r.label)
-                if h is not None and t is not None and gold_rel[key] > 0:
-                    gold_rel[key] -= 1
-                    rel_tp[r.label] += 1
+            rel_gold.update(r.label for r in g.relations)
+            rel_pred.update(r.label for r in p.relations)
+            rel_tp.update(g.relations[k].label for k in match_relations(g, p, m))
         out[mode] = {
             "entities": {"micro": prf(sum(ent_tp.values()), sum(ent_pred.values()), sum(ent_gold.values())),
                          **{lab: prf(ent_tp[lab], ent_pred[lab], ent_gold[lab]) for lab in labels}},
