@@ -72,7 +72,9 @@ class ModelArgs:
     relation_markers: int = field(default=0, metadata={
         "help": "Typed entity markers (PURE's approximation, rasd_train.markers) through the encoder's top N "
                 "layers: four markers per candidate pair attend to the text and to each other, and their final "
-                "states join the pair features. 0 = off. BERT-family encoders only."})
+                "states join the pair features. 0 = off. BERT-family encoders only. N = 3 on 2 seeds: dev "
+                "-0.28 / -3.08 and +0.65 / -0.34 against the default, at 1.45x the training step and 1.52x the "
+                "serving cost (README), so off."})
 
 
 @dataclass
