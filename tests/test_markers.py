@@ -146,3 +146,25 @@ def test_marker_model_decodes_alike_through_torch_and_onnx(mini_docs, tmp_path):
     got = pipeline.predict(texts, tok.backend_tokenizer, spec, onnx, batch_size=3)
     assert sum(len(d.relations) for d in ref) > 0  # relations were scored and kept
     assert decoded_differences(ref, got) == []
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 5), min_size=1, max_size=60), st.integers(1, 9))
+def test_pack_rows_gives_every_pair_its_own_slot_in_a_row_of_its_window(windows, per_row):
+    import rasd_train.markers as mk
+    old, mk.PAIRS_PER_ROW = mk.PAIRS_PER_ROW, per_row
+    try:
+        pair_batch = torch.tensor(windows)
+        row, slot, row_window, slots = mk.pack_rows(pair_batch, 6)
+    finally:
+        mk.PAIRS_PER_ROW = old
+    places = list(zip(row.tolist(), slot.tolist()))
+    assert len(set(places)) == len(places)  # no two pairs share a slot
+    assert all(row_window[r] == w for (r, _), w in zip(places, windows))  # a row holds one window's pairs
+    assert int(slots) == 4 * min(per_row, max(windows.count(w) for w in set(windows)))
+    assert all(0 <= s < int(slots) // 4 for s in slot.tolist())
+    assert set(row.tolist()) == set(range(len(row_window)))  # no empty rows
+    assert len(row_window) == sum(-(-windows.count(w) // per_row) for w in set(windows))
