@@ -18,7 +18,7 @@ from rasd.calibration import Calibration
 from rasd.backend import ModelSpec
 from rasd.decode import LearnedTransitions
 from rasd.onnx_spec import ENCODER, RELATION
-from rasd.pairs import DISTANCE_BUCKETS, MAX_SENTENCE_GAP, PAIR_INPUTS
+from rasd.pairs import DISTANCE_BUCKETS, MAX_SENTENCE_GAP
 from rasd.scheme import Scheme, builtin_scheme
 
 from .crf import TagCRF
