@@ -130,16 +130,31 @@ def viterbi_tags(word_probs: np.ndarray, id2tag: Sequence[str], breaks: np.ndarr
     has them as its answer (the unconstrained maximum satisfies the
     constraints), so the dynamic programme runs only where argmax is invalid.
     """
+    return viterbi_tags_many([(word_probs, breaks)], id2tag, learned)[0]
+
+
+def viterbi_tags_many(texts: Sequence[Tuple[np.ndarray, np.ndarray]], id2tag: Sequence[str],
+                      learned: Optional[LearnedTransitions] = None) -> List[np.ndarray]:
+    """viterbi_tags for many texts, each given as (word_probs, breaks): the paragraphs of all texts that need the
+    dynamic programme run in one call, so its Python loop runs once per batch rather than once per text."""
     allowed, can_start = _transitions(tuple(id2tag))
-    best = word_probs.argmax(-1)
-    if learned is None and is_valid_sequence(best, allowed, can_start, breaks):
-        return best
-    bounds = sorted({0, len(best)} | set(np.flatnonzero(breaks).tolist()))
-    todo = [(a, b) for a, b in zip(bounds[:-1], bounds[1:])
-            if learned is not None or not is_valid_sequence(best[a:b], allowed, can_start, breaks[a:b])]
-    for (a, b), tags in zip(todo, _viterbi_paragraphs(word_probs, todo, allowed, can_start, learned)):
-        best[a:b] = tags
-    return best
+    bests, parts, todo, offset = [], [], [], 0  # todo: (text, first word, end word, text's offset in parts)
+    for word_probs, breaks in texts:
+        best = word_probs.argmax(-1)
+        bests.append(best)
+        if not len(best) or (learned is None and is_valid_sequence(best, allowed, can_start, breaks)):
+            continue
+        bounds = sorted({0, len(best)} | set(np.flatnonzero(breaks).tolist()))
+        todo += [(len(bests) - 1, a, b, offset) for a, b in zip(bounds[:-1], bounds[1:])
+                 if learned is not None or not is_valid_sequence(best[a:b], allowed, can_start, breaks[a:b])]
+        parts.append(word_probs)
+        offset += len(word_probs)
+    if todo:
+        spans = [(o + a, o + b) for _, a, b, o in todo]
+        for (i, a, b, _), tags in zip(todo, _viterbi_paragraphs(np.concatenate(parts), spans, allowed, can_start,
+                                                                 learned)):
+            bests[i][a:b] = tags
+    return bests
 
 
 def _viterbi_paragraphs(word_probs: np.ndarray, spans: Sequence[Tuple[int, int]], allowed: np.ndarray,
@@ -176,14 +191,16 @@ def _viterbi_paragraphs(word_probs: np.ndarray, spans: Sequence[Tuple[int, int]]
 
 
 def decode_tags(tt: TokenizedText, word_probs: np.ndarray, id2tag: Sequence[str],
-                decoding: str = "argmax", learned: Optional[LearnedTransitions] = None) -> List[Entity]:
+                decoding: str = "argmax", learned: Optional[LearnedTransitions] = None,
+                tag_ids: Optional[np.ndarray] = None) -> List[Entity]:
     """Per-word tag distributions -> entities with character offsets and scores.
 
     decoding="argmax" takes each word's most probable tag and reads IOB2
     leniently (an I- tag that does not continue a span of the same label
     opens one); "viterbi" takes the most probable valid IOB2 sequence
     (viterbi_tags, with a CRF's learned scores when given), so spans are
-    well formed by construction. Either way
+    well formed by construction (tag_ids, when given, are the Viterbi tags already computed for many texts at
+    once by viterbi_tags_many). Either way
     spans never cross a paragraph, and leading or trailing punctuation
     tokens are trimmed so that every span starts and ends on a word, as the
     scheme requires. The score of a span is the mean probability of its
@@ -192,12 +209,11 @@ def decode_tags(tt: TokenizedText, word_probs: np.ndarray, id2tag: Sequence[str]
     text, words = tt.text, tt.words
     if not words:
         return []
-    if decoding == "viterbi":
-        tag_ids = viterbi_tags(word_probs, id2tag, paragraph_breaks(tt), learned)
-    elif decoding == "argmax":
-        tag_ids = word_probs.argmax(-1)
-    else:
+    if decoding not in DECODINGS:
         raise ValueError(f"unknown decoding {decoding!r} (known: {', '.join(DECODINGS)})")
+    if tag_ids is None:
+        tag_ids = viterbi_tags(word_probs, id2tag, paragraph_breaks(tt), learned) if decoding == "viterbi" \
+            else word_probs.argmax(-1)
     tag_p = word_probs[np.arange(len(words)), tag_ids].tolist()
     tag_ids = np.asarray(tag_ids)
     spans: List[list] = []  # [first word, last word + 1, label, probs]

@@ -16,7 +16,7 @@ import numpy as np
 
 from .align import SpecialTokens, TokenizedText, Window, entity_word_ranges, make_windows, tokenize_texts
 from .backend import Backend, ModelSpec
-from .decode import decode_tags, merge_windows, softmax
+from .decode import decode_tags, merge_windows, paragraph_breaks, softmax, viterbi_tags_many
 from .pairs import candidate_pairs, decode_relations, pair_row, place_pair, sentence_gap, stack_pairs
 from .scheme import NO_RELATION
 from .schema import Document, Relation
@@ -106,6 +106,15 @@ def _pair_jobs(d: _Doc, doc: Document, spec: ModelSpec) -> Dict[int, List[_PairJ
     return jobs
 
 
+def _word_tags(docs: List[_Doc], spec: ModelSpec) -> List[Tuple[np.ndarray, Optional[np.ndarray]]]:
+    """Each document's word tag probabilities and, under Viterbi, its tags: one dynamic programme for all."""
+    probs = [merge_windows(len(d.tt.words), d.windows, d.window_probs) for d in docs]
+    if spec.decoding != "viterbi":
+        return [(p, None) for p in probs]
+    tags = viterbi_tags_many([(p, paragraph_breaks(d.tt)) for d, p in zip(docs, probs)], spec.id2tag, spec.crf)
+    return list(zip(probs, tags))
+
+
 def predict(texts: Sequence[str], tokenizer, spec: ModelSpec, backend: Backend, batch_size: int = 16,
             doc_ids: Optional[Sequence[str]] = None) -> List[Document]:
     """Entities and relations for each text, in input order.
@@ -120,9 +129,8 @@ def predict(texts: Sequence[str], tokenizer, spec: ModelSpec, backend: Backend, 
 
     results: List[Document] = []
     jobs: Dict[int, List[_PairJob]] = {}
-    for d in docs:
-        word_probs = merge_windows(len(d.tt.words), d.windows, d.window_probs)
-        entities = decode_tags(d.tt, word_probs, spec.id2tag, spec.decoding, spec.crf)
+    for d, (word_probs, tags) in zip(docs, _word_tags(docs, spec)):
+        entities = decode_tags(d.tt, word_probs, spec.id2tag, spec.decoding, spec.crf, tags)
         for e in entities:
             e.score = spec.calibration.entities(e.score)
         doc = Document(id=doc_ids[d.index] if doc_ids else str(d.index), text=d.tt.text, entities=entities)

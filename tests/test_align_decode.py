@@ -365,3 +365,22 @@ def test_model_spec_carries_crf_scores_and_names_bad_ones():
     bad["crf"] = {"start": [0.0] * k}
     with pytest.raises(ModelFilesError, match="exactly the keys 'start' and 'pair'"):
         ModelSpec.from_dict(bad)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.lists(st.floats(0.001, 1.0), min_size=len(TAGS), max_size=len(TAGS)),
+                                   min_size=0, max_size=9),
+                          st.lists(st.booleans(), min_size=9, max_size=9)), min_size=1, max_size=6),
+       st.booleans(), st.integers(0, 2**16))
+def test_viterbi_over_many_texts_equals_each_text_alone(texts, crf, seed):
+    """One dynamic programme over the paragraphs of all texts gives each text exactly its own answer (with and
+    without a CRF's learned scores); texts without words give no tags."""
+    from rasd.decode import LearnedTransitions, viterbi_tags_many
+    items = [_distributions_and_breaks(rows, flags) if rows else (np.zeros((0, len(TAGS))), np.zeros(0, bool))
+             for rows, flags in texts]
+    rng = np.random.default_rng(seed)
+    learned = LearnedTransitions(rng.normal(size=len(TAGS)), rng.normal(size=(len(TAGS), len(TAGS)))) if crf else None
+    together = viterbi_tags_many(items, TAGS, learned)
+    for item, tags in zip(items, together):
+        assert np.array_equal(tags, viterbi_tags_many([item], TAGS, learned)[0])
+        assert len(tags) == len(item[0])

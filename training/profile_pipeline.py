@@ -21,7 +21,7 @@ from rasd.backend import load_exported
 from rasd.schema import read_documents
 
 STAGES = {"tokenize_texts": "tokenize", "make_windows": "windows", "merge_windows": "merge",
-          "decode_tags": "decode", "_pair_jobs": "pairs", "stack_pairs": "pairs", "decode_relations": "pairs"}
+          "decode_tags": "decode", "viterbi_tags_many": "decode", "_pair_jobs": "pairs", "stack_pairs": "pairs", "decode_relations": "pairs"}
 
 
 class TimedBackend:
