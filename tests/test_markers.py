@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_training import _tiny_model_and_batch
+from test_training import _tiny_model_and_batch, train_on_batch
 
 
 def _reference_markers(model, ctx, pairs):
@@ -78,15 +78,7 @@ def test_markers_are_typed_and_pair_specific(mini_docs):
 
 def test_marker_model_trains_and_its_relation_loss_falls(mini_docs):
     _, model, batch = _tiny_model_and_batch(mini_docs, markers=1)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    losses = []
-    for _ in range(25):
-        out = model(**batch)
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        losses.append(float(out["rel_loss"]))
+    losses = train_on_batch(model, batch, 25, loss="rel_loss")
     assert model.markers.marker_embedding.weight.grad.abs().sum() > 0
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
 

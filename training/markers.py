@@ -46,12 +46,6 @@ def check_layers(layers: Sequence[nn.Module], n: int, where: str) -> None:
                              f"{path}; the marker pass reads BERT-family layers only")
 
 
-def pair_slots(pair_batch: torch.Tensor, n_rows: int) -> torch.Tensor:
-    """Each pair's rank among the pairs of its window (0, 1, ... in input order)."""
-    onehot = (pair_batch.unsqueeze(1) == torch.arange(n_rows, device=pair_batch.device).unsqueeze(0)).long()
-    return onehot.cumsum(0).gather(1, pair_batch.unsqueeze(1)).squeeze(1) - 1
-
-
 PAIRS_PER_ROW = 8  # pairs packed in one row of markers; a window with more pairs gets several rows
 
 
@@ -60,8 +54,9 @@ def pack_rows(pair_batch: torch.Tensor, n_windows: int):
 
     A row holds up to PAIRS_PER_ROW pairs of one window, so a window with many pairs does not pad every other
     window to its count. Returns (row of each pair, slot of each pair in its row, window of each row, slots)."""
-    rank = pair_slots(pair_batch, n_windows)
-    counts = (pair_batch.unsqueeze(1) == torch.arange(n_windows, device=pair_batch.device).unsqueeze(0)).sum(0)
+    onehot = (pair_batch.unsqueeze(1) == torch.arange(n_windows, device=pair_batch.device).unsqueeze(0)).long()
+    rank = onehot.cumsum(0).gather(1, pair_batch.unsqueeze(1)).squeeze(1) - 1  # rank among its window's pairs
+    counts = onehot.sum(0)
     rows_per = torch.div(counts + PAIRS_PER_ROW - 1, PAIRS_PER_ROW, rounding_mode="floor")
     first_row = rows_per.cumsum(0) - rows_per
     row = first_row.index_select(0, pair_batch) + torch.div(rank, PAIRS_PER_ROW, rounding_mode="floor")

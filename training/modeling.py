@@ -395,6 +395,6 @@ class TorchBackend:
         self.model.eval()
         dtype = next(self.model.parameters()).dtype
         ctx = {k: torch.as_tensor(v, device=self.device) for k, v in context.items()}
-        ctx = {k: v.to(dtype) if v.is_floating_point() else v for k, v in ctx.items()}
+        ctx = {k: v.to(dtype) if v.is_floating_point() else v for k, v in ctx.items()}  # fp16/bf16 models
         feats = {k: torch.as_tensor(v, device=self.device) for k, v in pairs.items()}
         return self.model.relate(**ctx, **feats).float().cpu().numpy()
