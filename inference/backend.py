@@ -50,13 +50,16 @@ class ModelSpec:
     id2tag: List[str]
     window_length: int = 256
     window_stride: int = 64
-    decoding: str = "argmax"  # how tags become spans: "argmax" or "viterbi" (rasd.decode)
+    decoding: str = "argmax"  # how entities are read: tags by "argmax" or "viterbi" (rasd.decode), or "spans"
+    span_max_tokens: int = 0  # the span head's widest span in tokens (rasd.spans); 0 = the model has none
     calibration: Calibration = field(default_factory=Calibration)  # raw score -> probability (rasd.calibration)
     crf: Optional[LearnedTransitions] = None  # a CRF tagger's learned transition scores, read by Viterbi
 
     def __post_init__(self):
         if self.decoding not in DECODINGS:
             raise SchemeError(f"unknown decoding {self.decoding!r} (known: {', '.join(DECODINGS)})")
+        if self.decoding == "spans" and self.span_max_tokens < 1:
+            raise SchemeError("decoding 'spans' needs a span head: span_max_tokens is 0")
         if list(self.id2tag) != self.scheme.bio_tags():
             raise SchemeError(f"the model's tags {self.id2tag} are not the IOB2 tags of its scheme "
                               f"{self.scheme.name!r} {self.scheme.bio_tags()}")
@@ -64,6 +67,7 @@ class ModelSpec:
     def to_dict(self) -> dict:
         return {"scheme": self.scheme.to_dict(), "id2tag": list(self.id2tag), "window_length": self.window_length,
                 "window_stride": self.window_stride, "decoding": self.decoding,
+                **({"span_max_tokens": self.span_max_tokens} if self.span_max_tokens else {}),
                 "calibration": self.calibration.to_dict(), **({"crf": self.crf.to_dict()} if self.crf else {})}
 
     @classmethod
@@ -73,7 +77,8 @@ class ModelSpec:
             raise ModelFilesError(f"{where}: lacks {', '.join(missing)}")
         return cls(scheme=Scheme.from_dict(d["scheme"], where=f"{where}: scheme"), id2tag=list(d["id2tag"]),
                    window_length=int(d["window_length"]), window_stride=int(d["window_stride"]),
-                   decoding=d.get("decoding", "argmax"), calibration=_calibration(d.get("calibration"), where),
+                   decoding=d.get("decoding", "argmax"), span_max_tokens=int(d.get("span_max_tokens", 0)),
+                   calibration=_calibration(d.get("calibration"), where),
                    crf=_learned_transitions(d.get("crf"), len(d["id2tag"]), where))
 
 

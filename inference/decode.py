@@ -51,7 +51,8 @@ def merge_windows(n_words: int, windows: Sequence[Window], window_word_probs: Se
     return out if out is not None else np.zeros((0, 1), dtype=np.float32)
 
 
-DECODINGS = ("argmax", "viterbi")
+TAG_DECODINGS = ("argmax", "viterbi")  # from the tagger's word tags (this module)
+DECODINGS = TAG_DECODINGS + ("spans",)  # "spans": from the span head's scores (rasd.spans)
 
 
 @dataclass(frozen=True, eq=False)
@@ -209,8 +210,9 @@ def decode_tags(tt: TokenizedText, word_probs: np.ndarray, id2tag: Sequence[str]
     text, words = tt.text, tt.words
     if not words:
         return []
-    if decoding not in DECODINGS:
-        raise ValueError(f"unknown decoding {decoding!r} (known: {', '.join(DECODINGS)})")
+    if decoding not in TAG_DECODINGS:
+        raise ValueError(f"decode_tags: decoding {decoding!r} is not a tag decoding (those are "
+                         f"{', '.join(TAG_DECODINGS)})")
     if tag_ids is None:
         tag_ids = viterbi_tags(word_probs, id2tag, paragraph_breaks(tt), learned) if decoding == "viterbi" \
             else word_probs.argmax(-1)

@@ -13,8 +13,11 @@ ENCODER = {
                 "hidden_states": ("float32", ("batch", "sequence", "hidden")),
                 # The input states of the top N layers, for the typed-marker relation pass (rasd_train.markers);
                 # only a graph whose relation graph reads them has this output.
-                "layer_states": ("float32", ("layers", "batch", "sequence", "hidden"))},
-    "optional_outputs": ("layer_states",),
+                "layer_states": ("float32", ("layers", "batch", "sequence", "hidden")),
+                # Scores of the token span starting at each position, per width, per class (rasd.spans); only a
+                # model with a span head (model.span_max_tokens) has this output.
+                "span_logits": ("float32", ("batch", "sequence", "widths", "classes"))},
+    "optional_outputs": ("layer_states", "span_logits"),
 }
 RELATION = {
     "file": "relation.onnx",

@@ -20,6 +20,7 @@ from .decode import decode_tags, merge_windows, paragraph_breaks, softmax, viter
 from .pairs import candidate_pairs, decode_relations, pair_row, place_pair, sentence_gap, stack_pairs
 from .scheme import NO_RELATION
 from .schema import Document, Relation
+from .spans import SpanCandidates, decode_spans, span_candidates, word_chars
 
 __all__ = ["ModelSpec", "apply_thresholds", "check_thresholds", "pad_rows", "predict", "predict_documents"]
 
@@ -31,6 +32,7 @@ class _Doc:
     windows: List[Window]
     window_probs: List[np.ndarray] = field(default_factory=list)  # per window: [its words, n_tags]
     window_loc: List[Tuple[int, int]] = field(default_factory=list)  # (tag batch, row)
+    window_spans: List[Tuple[SpanCandidates, np.ndarray]] = field(default_factory=list)  # decoding "spans" only
     warnings: List[str] = field(default_factory=list)
 
 
@@ -68,14 +70,18 @@ def _prepare(texts: Sequence[str], tokenizer, spec: ModelSpec, specials: Special
     return docs
 
 
-def _tag(docs: List[_Doc], backend: Backend, pad_id: int, batch_size: int) -> List[Dict[str, np.ndarray]]:
+def _tag(docs: List[_Doc], backend: Backend, spec: ModelSpec, pad_id: int,
+         batch_size: int) -> List[Dict[str, np.ndarray]]:
     """Run the tagger over all windows, sorted by length; returns each batch's relation context."""
     order = sorted((len(w.input_ids), di, wi) for di, d in enumerate(docs) for wi, w in enumerate(d.windows))
     contexts: List[Dict[str, np.ndarray]] = []
+    spans = _SpanReader(docs, spec.span_max_tokens) if spec.decoding == "spans" else None
     for b in range(0, len(order), batch_size):
         chunk = order[b:b + batch_size]
         ids, mask = pad_rows([docs[di].windows[wi].input_ids for _, di, wi in chunk], pad_id)
         logits, context = backend.tag(ids, mask)
+        context = dict(context)  # a copy: a caching backend may hand out the same dict again
+        span_logits = context.pop("span_logits", None)  # read here; the relation graph never needs it
         probs = softmax(np.asarray(logits, dtype=np.float32))
         bi = len(contexts)
         contexts.append(context)
@@ -83,7 +89,29 @@ def _tag(docs: List[_Doc], backend: Backend, pad_id: int, batch_size: int) -> Li
             win = docs[di].windows[wi]
             docs[di].window_probs[wi] = probs[row, win.first_token_positions()]
             docs[di].window_loc[wi] = (bi, row)
+            if spans:
+                spans.read(di, wi, span_logits, row)
     return contexts
+
+
+class _SpanReader:
+    """Keeps, per window, the span head's class probabilities of the window's candidate spans."""
+
+    def __init__(self, docs: List[_Doc], max_tokens: int):
+        self.docs, self.max_tokens = docs, max_tokens
+        self.text_words = {}  # doc -> (paragraph breaks, word chars), computed once per text
+
+    def read(self, di: int, wi: int, span_logits: Optional[np.ndarray], row: int) -> None:
+        if span_logits is None:
+            raise ValueError("decoding 'spans': the backend's encoder gives no span_logits (a model without a "
+                             "span head, or an encoder graph exported without that output)")
+        d = self.docs[di]
+        if di not in self.text_words:
+            self.text_words[di] = (paragraph_breaks(d.tt), word_chars(d.tt))
+            d.window_spans = [None] * len(d.windows)
+        c = span_candidates(d.windows[wi], self.max_tokens, *self.text_words[di])
+        logits = np.asarray(span_logits[row, c.start_token, c.width], dtype=np.float32)
+        d.window_spans[wi] = (c, softmax(logits))
 
 
 def _pair_jobs(d: _Doc, doc: Document, spec: ModelSpec) -> Dict[int, List[_PairJob]]:
@@ -109,10 +137,17 @@ def _pair_jobs(d: _Doc, doc: Document, spec: ModelSpec) -> Dict[int, List[_PairJ
 def _word_tags(docs: List[_Doc], spec: ModelSpec) -> List[Tuple[np.ndarray, Optional[np.ndarray]]]:
     """Each document's word tag probabilities and, under Viterbi, its tags: one dynamic programme for all."""
     probs = [merge_windows(len(d.tt.words), d.windows, d.window_probs) for d in docs]
-    if spec.decoding != "viterbi":
+    if spec.decoding != "viterbi":  # argmax decodes each text alone; spans do not read tags
         return [(p, None) for p in probs]
     tags = viterbi_tags_many([(p, paragraph_breaks(d.tt)) for d, p in zip(docs, probs)], spec.id2tag, spec.crf)
     return list(zip(probs, tags))
+
+
+def _entities(d: _Doc, word_probs: np.ndarray, tags: Optional[np.ndarray], spec: ModelSpec):
+    if spec.decoding == "spans":
+        cands, probs = zip(*d.window_spans) if d.window_spans else ((), ())
+        return decode_spans(d.tt, d.windows, cands, probs, spec.scheme.entities)
+    return decode_tags(d.tt, word_probs, spec.id2tag, spec.decoding, spec.crf, tags)
 
 
 def predict(texts: Sequence[str], tokenizer, spec: ModelSpec, backend: Backend, batch_size: int = 16,
@@ -125,12 +160,12 @@ def predict(texts: Sequence[str], tokenizer, spec: ModelSpec, backend: Backend, 
     """
     specials = SpecialTokens.from_tokenizer(tokenizer)
     docs = _prepare(texts, tokenizer, spec, specials)
-    contexts = _tag(docs, backend, specials.pad_id, batch_size)
+    contexts = _tag(docs, backend, spec, specials.pad_id, batch_size)
 
     results: List[Document] = []
     jobs: Dict[int, List[_PairJob]] = {}
     for d, (word_probs, tags) in zip(docs, _word_tags(docs, spec)):
-        entities = decode_tags(d.tt, word_probs, spec.id2tag, spec.decoding, spec.crf, tags)
+        entities = _entities(d, word_probs, tags, spec)
         for e in entities:
             e.score = spec.calibration.entities(e.score)
         doc = Document(id=doc_ids[d.index] if doc_ids else str(d.index), text=d.tt.text, entities=entities)

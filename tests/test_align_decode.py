@@ -211,8 +211,10 @@ def test_viterbi_fixes_a_span_cut_by_a_lone_inside_tag():
     lenient = [(e.text, e.label) for e in decode_tags(tt, p, TAGS, "argmax")]
     assert lenient == [("قاعدة", "BASE"), ("قسرك” الجوية", "BASE")]  # cut at the quote mark
     assert [(e.text, e.label) for e in decode_tags(tt, p, TAGS, "viterbi")] == [("قاعدة “قسرك” الجوية", "BASE")]
-    with pytest.raises(ValueError, match="unknown decoding 'beam'"):
+    with pytest.raises(ValueError, match="decoding 'beam' is not a tag decoding"):
         decode_tags(tt, p, TAGS, "beam")
+    with pytest.raises(ValueError, match="decoding 'spans' is not a tag decoding"):  # rasd.spans decodes those
+        decode_tags(tt, p, TAGS, "spans")
 
 
 def test_model_spec_carries_its_decoding():

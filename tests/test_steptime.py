@@ -14,6 +14,9 @@ def test_variants_parse_with_typed_values_and_errors_name_the_variant():
 
 
 def test_measure_times_every_variant_every_round(tiny_config_path):
-    times = measure(tiny_config_path, {"default": {}, "markers": {"model.relation_markers": 1}}, rounds=2, block=1)
-    assert set(times) == {"default", "markers"}
+    variants = {"default": {}, "markers": {"model.relation_markers": 1},
+                "spans": {"model.span_max_tokens": 8, "model.decoding": "spans"},
+                "frozen": {"train.freeze_embeddings": True, "train.freeze_layers": 1}}
+    times = measure(tiny_config_path, variants, rounds=2, block=1)
+    assert set(times) == set(variants)
     assert all(len(t) == 2 and all(x > 0 for x in t) for t in times.values())

@@ -50,7 +50,7 @@ def test_numbers_from_yaml_strings_and_overrides(tmp_path):
 
 
 def _tiny_model_and_batch(mini_docs, left_context: int = 0, relation_features=(), crf: bool = False,
-                          markers: int = 0, layers: int = 1):
+                          markers: int = 0, layers: int = 1, span_max_tokens: int = 0):
     from rasd.align import SpecialTokens
     from rasd_train.data import collate, featurize
     from rasd_train.modeling import RasdConfig, RasdModel
@@ -61,7 +61,8 @@ def _tiny_model_and_batch(mini_docs, left_context: int = 0, relation_features=()
     model = RasdModel(RasdConfig(encoder_config=enc.to_dict(), window_length=64, window_stride=16,
                                  relation_hidden_size=32, relation_left_context=left_context,
                                  relation_features=list(relation_features), crf=crf, relation_markers=markers,
-                                 decoding="viterbi" if crf else "argmax"))
+                                 span_max_tokens=span_max_tokens, span_hidden_size=16,
+                                 decoding="viterbi" if crf else "spans" if span_max_tokens else "argmax"))
     sp = SpecialTokens.from_tokenizer(tok.backend_tokenizer)
     feats = [f for d in mini_docs for f in featurize(d, tok.backend_tokenizer, model.config.spec(), sp)]
     return tok, model, collate(feats, sp.pad_id)

@@ -54,9 +54,14 @@ class ModelArgs:
     distance_embedding_dim: int = field(default=16, metadata={"help": "Distance bucket embedding size."})
     relation_hidden_size: int = field(default=256, metadata={"help": "Hidden size of the pair classifier MLP."})
     relation_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the relation loss."})
-    decoding: str = field(default="argmax", metadata={"help": "How tag probabilities become spans: 'argmax' "
-                                                              "(each word's best tag, read leniently) or 'viterbi' "
-                                                              "(the best valid IOB2 sequence)."})
+    decoding: str = field(default="argmax", metadata={"help": "How entities are read: 'argmax' (each word's "
+                                                              "best tag, read leniently), 'viterbi' (the best "
+                                                              "valid IOB2 sequence) or 'spans' (the span head's "
+                                                              "best non-overlapping spans; needs span_max_tokens)."})
+    span_max_tokens: int = field(default=0, metadata={
+        "help": "A span head (rasd_train.span_head) scoring every span of up to N tokens, trained beside the "
+                "tagger; decoding 'spans' reads it. 0 = none. The longest name in the corpus is 15 tokens."})
+    span_hidden_size: int = field(default=128, metadata={"help": "Hidden size of the span head."})
     crf: bool = field(default=False, metadata={"help": "Train the tagger with a linear-chain CRF (rasd_train.crf): "
                                                         "learned start and tag-pair scores that Viterbi decoding "
                                                         "adds to the word probabilities; needs decoding 'viterbi'. "

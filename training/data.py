@@ -14,9 +14,11 @@ from datasets import Dataset, DatasetDict
 
 from rasd.align import IGNORE_INDEX, SpecialTokens, entity_word_ranges, make_windows, spans_to_word_tags, tokenize_text
 from rasd.backend import ModelSpec
+from rasd.decode import paragraph_breaks
 from rasd.pairs import candidate_pairs, pair_row, place_pair, sentence_gap, stack_pairs
 from rasd.scheme import Scheme
 from rasd.schema import Document, read_documents
+from rasd.spans import span_candidates, word_chars
 
 SPLITS = ("train", "dev", "test")
 
@@ -71,6 +73,9 @@ def featurize(doc: Document, tokenizer, spec: ModelSpec, specials: SpecialTokens
         for w, pos in win.word_token.items():
             labels[pos] = tag2id[word_tags[w]]
         feats.append({"input_ids": win.input_ids, "labels": labels, "pairs": [], "pair_labels": []})
+    if spec.span_max_tokens:
+        add_span_labels(feats, tt, windows, ranges, [spec.scheme.entity_index(e.label) + 1 for e in doc.entities],
+                        spec.span_max_tokens)
     for h, t in candidate_pairs(doc.text, doc.entities, spec.scheme):
         wi = place_pair(windows, ranges[h], ranges[t])
         if wi is None:
@@ -80,6 +85,17 @@ def featurize(doc: Document, tokenizer, spec: ModelSpec, specials: SpecialTokens
                                            spec.scheme.entity_index(te.label), sentence_gap(doc.text, he, te)))
         feats[wi]["pair_labels"].append(gold.get((he.id, te.id), 0))
     return feats
+
+
+def add_span_labels(feats: List[dict], tt, windows, ranges, classes: List[int], max_tokens: int) -> None:
+    """Each window's candidate spans (rasd.spans, the very candidates decoding reads) with their class: the gold
+    entity's label + 1 for a gold span, 0 for every other candidate."""
+    breaks, wordish = paragraph_breaks(tt), word_chars(tt)
+    gold = {tuple(r): c for r, c in zip(ranges, classes)}
+    for f, win in zip(feats, windows):
+        c = span_candidates(win, max_tokens, breaks, wordish)
+        f["span_start"], f["span_width"] = c.start_token.tolist(), c.width.tolist()
+        f["span_label"] = [gold.get((a, b), 0) for a, b in zip(c.first.tolist(), c.end.tolist())]
 
 
 def collate(batch: List[dict], pad_id: int) -> Dict[str, object]:
@@ -99,5 +115,11 @@ def collate(batch: List[dict], pad_id: int) -> Dict[str, object]:
         batch_rows += [i] * len(f["pairs"])
         plabels += f["pair_labels"]
     pairs = {k: torch.from_numpy(v) for k, v in stack_pairs(rows, batch_rows).items()}
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "pairs": pairs,
-            "pair_labels": torch.tensor(plabels, dtype=torch.long)}
+    out = {"input_ids": ids, "attention_mask": mask, "labels": labels, "pairs": pairs,
+           "pair_labels": torch.tensor(plabels, dtype=torch.long)}
+    if "span_start" in batch[0]:
+        out["spans"] = {"span_batch": torch.tensor([i for i, f in enumerate(batch) for _ in f["span_start"]],
+                                                   dtype=torch.long),
+                        **{k: torch.tensor([x for f in batch for x in f[k]], dtype=torch.long)
+                           for k in ("span_start", "span_width", "span_label")}}
+    return out

@@ -131,7 +131,10 @@ def _outputs(backend, tokenizer, spec, texts):
              "distance_bucket": np.full(n, 2), "sentence_gap": np.arange(n) % 4}
     rel = backend.relate(context, pairs)
     preds = pipeline.predict(texts, tokenizer, spec, backend)
-    return {"tag_logits": np.asarray(logits) * mask[..., None], "relation_logits": np.asarray(rel)}, preds
+    outputs = {"tag_logits": np.asarray(logits) * mask[..., None], "relation_logits": np.asarray(rel)}
+    if "span_logits" in context:  # a span head's scores, at real start positions
+        outputs["span_logits"] = np.asarray(context["span_logits"]) * mask[..., None, None]
+    return outputs, preds
 
 
 SCORE_ATOL = 1e-3  # decoded scores are unrounded floats; ONNX and torch agree far closer than this

@@ -23,6 +23,7 @@ from rasd.scheme import Scheme, builtin_scheme
 
 from .crf import TagCRF
 from .markers import MARKERS_PER_PAIR, MarkerPass, check_layers
+from .span_head import SpanHead, span_loss
 
 RELATION_FEATURES = ("sentence_gap", "context_attention")
 
@@ -39,7 +40,8 @@ class RasdConfig(PretrainedConfig):
                  relation_loss_weight: float = 1.0, relation_left_context: int = 0,
                  relation_features: Optional[List[str]] = None, encoder_name: str = "",
                  rasd_version: str = "", decoding: str = "argmax", calibration: Optional[dict] = None,
-                 crf: bool = False, crf_scores: Optional[dict] = None, relation_markers: int = 0, **kwargs):
+                 crf: bool = False, crf_scores: Optional[dict] = None, relation_markers: int = 0,
+                 span_max_tokens: int = 0, span_hidden_size: int = 128, **kwargs):
         self.encoder_config = encoder_config or {}
         self.scheme = scheme if scheme is not None else _legacy_scheme(kwargs)
         self.rasd_version = rasd_version or rasd.__version__
@@ -69,8 +71,12 @@ class RasdConfig(PretrainedConfig):
         self.relation_markers = int(relation_markers)
         if self.relation_markers < 0:
             raise ValueError(f"model.relation_markers must be >= 0 (a number of layers), got {relation_markers}")
+        # A span head scoring every span up to this many tokens (rasd_train.span_head; issue 11, item 1); 0 = none,
+        # the default, so older checkpoints load unchanged. decoding "spans" reads it; tag decodings still work.
+        self.span_max_tokens = int(span_max_tokens)
+        self.span_hidden_size = span_hidden_size
         self.encoder_name = encoder_name
-        self.decoding = decoding  # tags -> spans: "argmax" or "viterbi" (rasd.decode)
+        self.decoding = decoding  # entities from tags ("argmax", "viterbi": rasd.decode) or "spans" (rasd.spans)
         self.calibration = calibration or {}  # score maps fitted on dev (rasd.calibration); {} = raw scores
         # A CRF over the tagger (rasd_train.crf): trained jointly, its learned scores copied here on save
         # ({"start", "pair"}, rasd.decode.LearnedTransitions) so decoding reads them from the config.
@@ -94,7 +100,7 @@ class RasdConfig(PretrainedConfig):
             learned = LearnedTransitions.from_dict(self.crf_scores, len(self.tags))
         return ModelSpec(scheme=self.scheme_obj(), id2tag=self.tags, window_length=self.window_length,
                          window_stride=self.window_stride, decoding=self.decoding,
-                         calibration=Calibration.from_dict(self.calibration), crf=learned)
+                         span_max_tokens=self.span_max_tokens, calibration=Calibration.from_dict(self.calibration), crf=learned)
 
     def encoder_hf_config(self):
         cfg = dict(self.encoder_config)
@@ -206,6 +212,9 @@ class RasdModel(PreTrainedModel):
             check_layers(self.encoder_layers(), config.relation_markers, config.encoder_name or "the encoder")
             self.markers = MarkerPass(len(scheme.entities), h)
             pair_in += MARKERS_PER_PAIR * h
+        if config.span_max_tokens:
+            self.span_head = SpanHead(h, config.span_hidden_size, config.span_max_tokens, 1 + len(scheme.entities),
+                                      config.dropout)
         self.pair_mlp = nn.Sequential(nn.Linear(pair_in, config.relation_hidden_size), nn.GELU(),
                                       nn.Dropout(config.dropout),
                                       nn.Linear(config.relation_hidden_size, 1 + len(scheme.relation_labels)))
@@ -252,7 +261,8 @@ class RasdModel(PreTrainedModel):
 
     def relation_parameters(self):
         """(name, parameter) of the relation head: everything but the encoder and the tagger."""
-        return [(n, p) for n, p in self.named_parameters() if not n.startswith(("encoder.", "tagger.", "crf."))]
+        return [(n, p) for n, p in self.named_parameters()
+                if not n.startswith(("encoder.", "tagger.", "crf.", "span_head."))]
 
     def spec(self) -> ModelSpec:
         """The decoding spec with this model's current CRF scores (the config's copy is refreshed on save)."""
@@ -275,20 +285,23 @@ class RasdModel(PreTrainedModel):
         return getattr(getattr(self.encoder, "encoder", None), "layer", [])
 
     def encoder_outputs(self) -> List[str]:
-        """The encoder graph's outputs this model gives (layer_states only for the marker pass)."""
-        return [n for n in ENCODER["outputs"] if n != "layer_states" or self.config.relation_markers]
+        """The encoder graph's outputs this model gives (layer_states for the marker pass, span_logits for the
+        span head)."""
+        has = {"layer_states": self.config.relation_markers, "span_logits": self.config.span_max_tokens}
+        return [n for n in ENCODER["outputs"] if has.get(n, True)]
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        """(tag logits [B,T,n_tags], hidden states [B,T,H]) and, for the marker pass, the input states of the
-        top relation_markers layers [N,B,T,H]."""
+        """(tag logits [B,T,n_tags], hidden states [B,T,H]), then, for the marker pass, the input states of the
+        top relation_markers layers [N,B,T,H] and, for the span head, span logits [B,T,widths,classes]."""
         n = self.config.relation_markers
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=bool(n))
         hidden = out.last_hidden_state
-        logits = self.tagger(self.dropout(hidden))
-        if not n:
-            return logits, hidden
-        # hidden_states[i] is the input of layer i (0 = the embeddings); the top n layers' inputs.
-        return logits, hidden, torch.stack(out.hidden_states[-n - 1:-1])
+        outputs = [self.tagger(self.dropout(hidden)), hidden]
+        if n:  # hidden_states[i] is the input of layer i (0 = the embeddings); the top n layers' inputs.
+            outputs.append(torch.stack(out.hidden_states[-n - 1:-1]))
+        if self.config.span_max_tokens:
+            outputs.append(self.span_head(self.dropout(hidden)))
+        return tuple(outputs)
 
     def context(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         """(tag logits, the relation graph's encoder-side inputs by name): what a backend's tag() returns."""
@@ -340,9 +353,11 @@ class RasdModel(PreTrainedModel):
         feats = torch.cat(pooled + extra, dim=-1)
         return self.pair_mlp(self.dropout(feats))
 
-    def forward(self, input_ids, attention_mask, labels=None, pairs=None, pair_labels=None, **_):
-        """Training step: `pairs` is the dict of relation-graph inputs (rasd.pairs.PAIR_INPUTS)."""
+    def forward(self, input_ids, attention_mask, labels=None, pairs=None, pair_labels=None, spans=None, **_):
+        """Training step: `pairs` is the dict of relation-graph inputs (rasd.pairs.PAIR_INPUTS), `spans` the
+        labelled candidate spans of the span head (rasd_train.span_head.span_loss)."""
         tag_logits, ctx = self.context(input_ids, attention_mask)
+        span_logits = ctx.pop("span_logits", None)
         hidden = ctx["hidden_states"]
         out = {"tag_logits": tag_logits, "hidden": hidden}
         loss = None
@@ -353,6 +368,10 @@ class RasdModel(PreTrainedModel):
                 loss = nn.functional.cross_entropy(tag_logits.reshape(-1, tag_logits.shape[-1]).float(),
                                                    labels.reshape(-1), ignore_index=-100)
             out["tag_loss"] = loss.detach()
+        if span_logits is not None and spans is not None and spans["span_batch"].numel() > 0:
+            out["span_loss"] = span_loss(span_logits, spans)
+            loss = out["span_loss"] if loss is None else loss + out["span_loss"]
+            out["span_loss"] = out["span_loss"].detach()
         if pairs is not None and pairs["pair_batch"].numel() > 0:
             rel_logits = self.relate(**ctx, **pairs)
             out["rel_logits"] = rel_logits
@@ -394,7 +413,8 @@ class TorchBackend:
     def relate(self, context, pairs):
         self.model.eval()
         dtype = next(self.model.parameters()).dtype
-        ctx = {k: torch.as_tensor(v, device=self.device) for k, v in context.items()}
+        reads = set(self.model.relation_inputs())
+        ctx = {k: torch.as_tensor(v, device=self.device) for k, v in context.items() if k in reads}
         ctx = {k: v.to(dtype) if v.is_floating_point() else v for k, v in ctx.items()}  # fp16/bf16 models
         feats = {k: torch.as_tensor(v, device=self.device) for k, v in pairs.items()}
         return self.model.relate(**ctx, **feats).float().cpu().numpy()

@@ -2,7 +2,7 @@
 
     python -m rasd_train.robustness runs/me5-small/model --corpus data/corpus --out runs/me5-small/robustness.json
 
-For each decoding (argmax, viterbi) it scores dev as written, a fully
+For each decoding (argmax, viterbi, and spans for a model with a span head) it scores dev as written, a fully
 diacritised copy, a de-hamzated copy, a copy with every entity name in
 quote marks (one in five unbalanced, as in real copy) and a copy with
 Arabic-Indic digits (all built by rasd_train.augment, so offsets stay
@@ -70,7 +70,7 @@ def compare(model_dir: str, corpus: str) -> dict:
         if not docs:
             continue  # e.g. a corpus without seed articles
         backend = CachedBackend(TorchBackend(model))
-        for decoding in ("argmax", "viterbi"):
+        for decoding in ("argmax", "viterbi") + (("spans",) if model.config.span_max_tokens else ()):
             spec = dataclasses.replace(model.spec(), decoding=decoding)
             m = headline(score(docs, predict_documents(docs, tok, spec, backend), scheme=scheme))
             out[f"{name}/{decoding}"] = m

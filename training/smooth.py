@@ -54,7 +54,7 @@ def activation_stats(model_path: str, names: List[str], batches: Sequence[dict],
     for feed in batches:
         real = feed["attention_mask"].astype(bool)
         for name, value in zip(names, sess.run(names, feed)):
-            rows = value[real]
+            rows = value[real].reshape(-1, value.shape[-1])  # [tokens (x widths for the span head), channels]
             st = out[name]
             m = np.abs(rows).max(axis=0)
             st["absmax"] = m if st["absmax"] is None else np.maximum(st["absmax"], m)

@@ -4,7 +4,7 @@
         --variant no-attn-dropout=encoder.attention_dropout=0.0 [--threads 2 --rounds 4 --block 6]
 
 Each variant is a name and `;`-separated `key=value` overrides of the config (as `--set`). All variants are built
-first, then timed in interleaved blocks of `--block` optimizer steps (forward, backward, clipping, step), the
+first, each with its own features of the same documents in the same order, then timed in interleaved blocks of `--block` optimizer steps (forward, backward, clipping, step), the
 order reversed every other round, so that a machine whose speed drifts treats them alike. Prints seconds per step
 and the ratio to the first variant ("default", the config as written). A benchmark, not a test: run it on an
 otherwise idle machine and report the ratios of one run.
@@ -43,8 +43,8 @@ def _setup(config: str, overrides: dict, accelerator: Accelerator):
     tok = build_tokenizer(cfg, [d.text for d in corpus.train])
     torch.manual_seed(0)
     model = build_model(cfg, tok, corpus.scheme)
-    if cfg.train.freeze_embeddings:
-        freeze(model, True, 0)
+    if cfg.train.freeze_embeddings or cfg.train.freeze_layers:
+        freeze(model, cfg.train.freeze_embeddings, cfg.train.freeze_layers)
     model.train()
     return cfg, corpus, tok, model, make_optimizer(param_groups(model, cfg), accelerator)
 
@@ -62,19 +62,19 @@ def _steps(model, opt, batches, max_grad_norm: float) -> float:
 def measure(config: str, variants: Dict[str, dict], rounds: int, block: int) -> Dict[str, List[float]]:
     """Seconds per step of each variant, one figure per round."""
     acc = Accelerator()
-    setups, batches = {}, None
+    setups = {}
     for name, overrides in variants.items():
         cfg, corpus, tok, model, opt = _setup(config, overrides, acc)
-        setups[name] = (model, opt, cfg.train.max_grad_norm)
-        if batches is None:  # the first variant's batches, for all: same documents, same lengths
-            it = iter(make_loader(corpus.train, tok, model, cfg.train)[0])
-            batches = [next(it) for _ in range(rounds * block)]
-    for model, opt, norm in setups.values():  # warm-up: first-call allocations are not a step's cost
+        # Each variant's own features (a span head needs its labels) of the same documents in the same order:
+        # the sampler and the augmentation are seeded, and a variant changes neither.
+        it = iter(make_loader(corpus.train, tok, model, cfg.train)[0])
+        setups[name] = (model, opt, cfg.train.max_grad_norm, [next(it) for _ in range(rounds * block)])
+    for model, opt, norm, batches in setups.values():  # warm-up: first-call allocations are not a step's cost
         _steps(model, opt, batches[:1], norm)
     times: Dict[str, List[float]] = {k: [] for k in setups}
     for r in range(rounds):
         for name in (list(setups) if r % 2 == 0 else list(setups)[::-1]):
-            model, opt, norm = setups[name]
+            model, opt, norm, batches = setups[name]
             times[name].append(_steps(model, opt, batches[r * block:(r + 1) * block], norm))
     return times
 

@@ -88,12 +88,15 @@ def build_model(cfg: RunConfig, tokenizer, scheme: Scheme) -> RasdModel:
     if m.crf and m.decoding != "viterbi":
         raise ValueError(f"model.crf: true needs model.decoding: viterbi (got {m.decoding!r}): only Viterbi "
                          f"reads the CRF's learned scores")
+    if m.decoding == "spans" and m.span_max_tokens < 1:
+        raise ValueError("model.decoding: spans needs a span head: set model.span_max_tokens (e.g. 16)")
     head_kwargs = dict(scheme=scheme.to_dict(), window_length=m.window_length, window_stride=m.window_stride,
                        dropout=m.dropout, type_embedding_dim=m.type_embedding_dim,
                        distance_embedding_dim=m.distance_embedding_dim, relation_hidden_size=m.relation_hidden_size,
                        relation_loss_weight=m.relation_loss_weight, relation_left_context=m.relation_left_context,
                        relation_features=m.relation_features, relation_markers=m.relation_markers,
-                       decoding=m.decoding, crf=m.crf)
+                       decoding=m.decoding, crf=m.crf, span_max_tokens=m.span_max_tokens,
+                       span_hidden_size=m.span_hidden_size)
     path = encoder_path(cfg)
     if not path:
         from .tiny_encoder import tiny_bert_config
