@@ -1,4 +1,4 @@
-"""The model card states the training-time augmentation read from the config the model was trained with."""
+"""The model card states what the model is and how it was trained, read from the config it was trained with."""
 from rasd_train.card import _augmentation, render_card
 
 
@@ -34,3 +34,14 @@ def test_card_shows_where_the_errors_are():
     assert "| not found exactly, names of 1 / 2 / 3 / 4+ words | n/a / 50% / n/a / n/a |" in card
     assert "| relations missed: head or tail not found exactly | 1 |" in card
     assert "Not recorded in this run" in render_card({"config": {"encoder": {"name": "tiny"}}}, None)
+
+
+def test_card_names_the_decoding_and_what_was_kept_fixed():
+    card = lambda model, train: render_card({"config": {"encoder": {"name": "tiny"}, "model": model,
+                                                         "train": train}}, None)
+    spans = card({"decoding": "spans", "span_max_tokens": 16}, {"freeze_embeddings": True, "freeze_layers": 2})
+    assert "- Heads: a span head scoring every span of up to 16 tokens" in spans
+    assert "Kept fixed in training: the embeddings and the lowest 2 encoder layers." in spans
+    plain = card({"decoding": "viterbi"}, {})
+    assert "- Heads: an IOB2 tagger on the first sub-token of each word, decoded by Viterbi" in plain
+    assert "Kept fixed" not in plain

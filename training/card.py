@@ -110,6 +110,27 @@ def _augmentation(train_cfg: dict) -> str:
     return f"{', '.join(names)} (each applied to a training document with probability {rate})"
 
 
+def _heads(model_cfg: dict) -> str:
+    """The heads and how entities are decoded, read from the config the model was trained with."""
+    span = model_cfg.get("span_max_tokens") or 0
+    tagger = "an IOB2 tagger on the first sub-token of each word"
+    if model_cfg.get("decoding") == "spans":
+        entities = (f"a span head scoring every span of up to {span} tokens from its end states and width; entities "
+                    f"are its best non-overlapping spans ({tagger} trains beside it)")
+    else:
+        how = "Viterbi under the IOB2 constraints" if model_cfg.get("decoding") == "viterbi" else "argmax"
+        entities = f"{tagger}, decoded by {how}" + (f" (and a span head of up to {span} tokens)" if span else "")
+    return (f"{entities}; and a span-pair classifier (mean-pooled head, tail and in-between token states, entity "
+            f"type embeddings, a distance bucket, an MLP) over type-valid pairs in the same paragraph, from the same "
+            f"encoder pass.")
+
+
+def _frozen(train_cfg: dict) -> str:
+    parts = (["the embeddings"] if train_cfg.get("freeze_embeddings") else []) + \
+        ([f"the lowest {train_cfg['freeze_layers']} encoder layers"] if train_cfg.get("freeze_layers") else [])
+    return f"Kept fixed in training: {' and '.join(parts)}. " if parts else ""
+
+
 def render_card(summary: dict, export_report: Optional[dict], model_name: str = "rasd",
                 repo_hint: str = "org/rasd-model", hardware: Optional[str] = None) -> str:
     cfg = summary.get("config", {})
@@ -164,7 +185,8 @@ def render_card(summary: dict, export_report: Optional[dict], model_name: str = 
         "steps": summary.get("steps", "?"), "best_step": summary.get("best_step", "?"),
         "train_wall_s": summary.get("train_wall_s", "?"), "processes": summary.get("processes", 1),
         "hardware": hardware or summary.get("hardware", "hardware not recorded"),
-        "augmentation": _augmentation(cfg.get("train", {})),
+        "augmentation": _augmentation(cfg.get("train", {})), "heads": _heads(cfg.get("model", {})),
+        "frozen": _frozen(cfg.get("train", {})),
         "test_entity_f1": _f(test["strict"]["entities"]["micro"]["f1"]) if test else "null",
         "test_relation_f1": _f(test["strict"]["relations"]["micro"]["f1"]) if test else "null",
         "results_rows": "\n".join(_row(s.replace("_", " "), summary.get(s))
