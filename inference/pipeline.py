@@ -1,6 +1,7 @@
 """The prediction pipeline shared by the service (ONNX) and training (torch).
 
-    texts -> words/tokens -> windows -> backend.tag -> merge -> decode spans
+    texts -> words/tokens -> windows -> backend.tag -> merge -> decode entities
+          (from the word tags, or from the span head's scores: rasd.spans)
           -> candidate pairs, each placed in one window -> backend.relate
           -> decode relations -> Documents
 
