@@ -24,6 +24,36 @@ def test_gate_reads_dev_and_test_and_reports_agreement(exported_model, exported_
         drops = [r["fp32_gate"][k] - r["int8_gate"][k] for k in ("entity_f1", "relation_f1")]
         assert r["int8_published"] == all(d <= tolerance for d in drops)
     assert _report(exported_model)["int8_published"] and not _report(exported_fp32_only)["int8_published"]
+    # Refused INT8 gets one more try (the most sensitive nodes in FP32); a first-try pass gets none.
+    assert [t["published"] for t in _report(exported_fp32_only)["int8_attempts"]] == [False, False]
+    assert [t["published"] for t in _report(exported_model)["int8_attempts"]] == [True]
+
+
+def test_a_refused_int8_is_tried_again_with_its_most_sensitive_nodes_kept_fp32(trained_run, mini_corpus, tmp_path,
+                                                                               monkeypatch):
+    import onnx
+
+    import rasd_train.export as ex
+    real, calls = ex.int8_gate, []
+
+    def first_try_loses_half_a_point_more(out_dir, docs, fp32):
+        result = real(out_dir, docs, fp32)
+        calls.append(result)
+        if len(calls) == 1:
+            result = {**result, "worst": {k: v - 0.5 for k, v in result["worst"].items()}}
+        return result
+    monkeypatch.setattr(ex, "int8_gate", first_try_loses_half_a_point_more)
+    run_dir, _ = trained_run
+    out = str(tmp_path / "fallback")
+    r = ex.export(os.path.join(run_dir, "model"), out, quantize=True, data_dir=mini_corpus, int8_tolerance=0.3,
+                  int8_fallback_nodes=2)
+    first, second = r["int8_attempts"]
+    assert not first["published"] and first["exclude"] == [] and second["published"] and r["int8_published"]
+    assert second["exclude"] == [row["node"] for row in r["int8_scan"][:2]] == r["int8_recipe"]["exclude"]
+    assert r["int8_scan"][0]["tag_logit_error"] >= r["int8_scan"][1]["tag_logit_error"]
+    ops = {n.name: n.op_type for n in onnx.load(os.path.join(out, "encoder.int8.onnx")).graph.node}
+    assert all(ops.get(name) in ("MatMul", "Attention") for name in second["exclude"])  # left in FP32
+    assert os.path.exists(os.path.join(out, "relation.int8.onnx"))
 
 
 def test_agreement_counts_identical_decisions():

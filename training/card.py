@@ -159,8 +159,11 @@ def render_card(summary: dict, export_report: Optional[dict], model_name: str = 
             pub = ("published, and `Extractor.from_pretrained` serves it by default (`quantized=False` serves FP32)"
                    if export_report.get("int8_published") else "not published (over the 0.5 point gate)")
             agree = export_report.get("int8_agreement", {})
-            recipe = export_report.get("int8_recipe", {}).get("recipe", "?")
-            lines.append(f"- ONNX INT8, recipe `{recipe}` (worst over batch sizes "
+            recipe = f"`{export_report.get('int8_recipe', {}).get('recipe', '?')}`"
+            kept = len(export_report.get("int8_recipe", {}).get("exclude", []))
+            if kept:
+                recipe += f" with {kept} encoder MatMuls kept FP32 (the most sensitive in a per-node scan)"
+            lines.append(f"- ONNX INT8, recipe {recipe} (worst over batch sizes "
                          f"{', '.join(map(str, export_report.get('int8_by_batch_size', {}))) or '16'}): entities "
                          f"{_f(export_report['int8_gate']['entity_f1'])}, relations "
                          f"{_f(export_report['int8_gate']['relation_f1'])}; decisions identical to FP32: entities "

@@ -27,8 +27,7 @@ from rasd.schema import read_documents
 
 from .export import GATE_SPLITS, int8_gate, onnx_predictions
 from .metrics import headline, score
-from .quantize import (RECIPES, calibration_batches, matmul_nodes, needs_calibration, output_error, quantize_encoder,
-                       quantize_graphs)
+from .quantize import RECIPES, calibration_batches, needs_calibration, quantize_graphs, sensitivity_scan
 
 
 def encoder_tokens_per_s(model_path: str, batches: List[dict], threads: int = 2, repeats: int = 2) -> float:
@@ -43,24 +42,6 @@ def encoder_tokens_per_s(model_path: str, batches: List[dict], threads: int = 2,
             sess.run(None, feed)
             tokens += int(feed["attention_mask"].sum())
     return tokens / (time.perf_counter() - t)
-
-
-def sensitivity_scan(export_dir: str, batches: List[dict], scratch: str, smooth: bool = False) -> List[dict]:
-    """Each MatMul/Attention quantised alone (dynamic INT8, the rest FP32), ranked by the tag-logit error it
-    causes. smooth=True scans the SmoothQuant-scaled graph (rasd_train.smooth), as the -smooth recipes use it."""
-    src = os.path.join(export_dir, ENCODER["file"])
-    scanned = src
-    if smooth:
-        from .smooth import smooth_encoder
-        scanned = os.path.join(scratch, "smoothed.onnx")
-        smooth_encoder(src, scanned, batches)
-    nodes = matmul_nodes(scanned)
-    rows = []
-    for name in nodes:
-        dst = os.path.join(scratch, "one.onnx")
-        quantize_encoder(scanned, dst, "dynamic", exclude=[n for n in nodes if n != name])
-        rows.append({"node": name, "tag_logit_error": output_error(src, dst, batches)})
-    return sorted(rows, key=lambda r: -r["tag_logit_error"])
 
 
 def main(argv=None) -> int:

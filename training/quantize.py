@@ -190,3 +190,21 @@ def output_error(fp32_path: str, int8_path: str, batches: Sequence[dict]) -> flo
         m = feed["attention_mask"][..., None].astype(bool)
         errs.append(float(np.abs(la - lb)[np.broadcast_to(m, la.shape)].mean()))
     return float(np.mean(errs))
+
+
+def sensitivity_scan(export_dir: str, batches: List[dict], scratch: str, smooth: bool = False) -> List[dict]:
+    """Each MatMul/Attention quantised alone (dynamic INT8, the rest FP32), ranked by the tag-logit error it
+    causes. smooth=True scans the SmoothQuant-scaled graph (rasd_train.smooth), as the -smooth recipes use it."""
+    src = os.path.join(export_dir, ENCODER["file"])
+    scanned = src
+    if smooth:
+        from .smooth import smooth_encoder
+        scanned = os.path.join(scratch, "smoothed.onnx")
+        smooth_encoder(src, scanned, batches)
+    nodes = matmul_nodes(scanned)
+    rows = []
+    for name in nodes:
+        dst = os.path.join(scratch, "one.onnx")
+        quantize_encoder(scanned, dst, "dynamic", exclude=[n for n in nodes if n != name])
+        rows.append({"node": name, "tag_logit_error": output_error(src, dst, batches)})
+    return sorted(rows, key=lambda r: -r["tag_logit_error"])
