@@ -135,16 +135,18 @@ def _pair_jobs(d: _Doc, doc: Document, spec: ModelSpec) -> Dict[int, List[_PairJ
     return jobs
 
 
-def _word_tags(docs: List[_Doc], spec: ModelSpec) -> List[Tuple[np.ndarray, Optional[np.ndarray]]]:
+def _word_tags(docs: List[_Doc], spec: ModelSpec) -> List[Tuple[Optional[np.ndarray], Optional[np.ndarray]]]:
     """Each document's word tag probabilities and, under Viterbi, its tags: one dynamic programme for all."""
+    if spec.decoding == "spans":  # the span head's scores decode the entities; word tags are not read
+        return [(None, None) for _ in docs]
     probs = [merge_windows(len(d.tt.words), d.windows, d.window_probs) for d in docs]
-    if spec.decoding != "viterbi":  # argmax decodes each text alone; spans do not read tags
+    if spec.decoding != "viterbi":  # argmax decodes each text alone
         return [(p, None) for p in probs]
     tags = viterbi_tags_many([(p, paragraph_breaks(d.tt)) for d, p in zip(docs, probs)], spec.id2tag, spec.crf)
     return list(zip(probs, tags))
 
 
-def _entities(d: _Doc, word_probs: np.ndarray, tags: Optional[np.ndarray], spec: ModelSpec):
+def _entities(d: _Doc, word_probs: Optional[np.ndarray], tags: Optional[np.ndarray], spec: ModelSpec):
     if spec.decoding == "spans":
         cands, probs = zip(*d.window_spans) if d.window_spans else ((), ())
         return decode_spans(d.tt, d.windows, cands, probs, spec.scheme.entities)
