@@ -112,6 +112,9 @@ class TrainArgs:
                                                                      "gradient: cheaper steps on CPU)."})
     freeze_layers: int = field(default=0, metadata={"help": "Keep the encoder's lowest N transformer layers fixed "
                                                             "(backward stops above them)."})
+    ema_decay: float = field(default=0.0, metadata={"help": "Evaluate and save an exponential moving average of "
+                                                            "the weights with this decay per step, e.g. 0.995 "
+                                                            "(rasd_train.averaging); 0 = the live weights."})
     calibrate: bool = field(default=True, metadata={"help": "Fit the score calibration (rasd.calibration) on dev "
                                                             "after training and store it in the model."})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch default)."})

@@ -10,6 +10,7 @@ relation F1, and writes metrics.jsonl and a PNG of the curves.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -29,6 +30,7 @@ from rasd.scheme import Scheme, load_scheme
 from rasd.schema import Document
 
 from .augment import Augmenter, parse_names
+from .averaging import WeightAverage
 from .batching import DocumentWindows, LengthBucketSampler, collate_documents
 from .config import RunConfig, TrainArgs, load_config
 from .curves import plot_curves
@@ -206,21 +208,23 @@ class Run:
 
 
 def evaluate_and_keep_best(run: Run, accelerator: Accelerator, model, tokenizer, dev: List[Document],
-                           patience: int) -> bool:
-    """Dev evaluation on the main process, saving the best model; True when training should stop."""
+                           patience: int, average: Optional[WeightAverage]) -> bool:
+    """Dev evaluation on the main process (of the averaged weights, if any), saving the best model; True when
+    training should stop."""
     stop = [False]
     if run.main:
         st = run.state
         unwrapped = accelerator.unwrap_model(model)
-        m = headline(evaluate_docs(unwrapped, tokenizer, dev))
-        objective = (m["entity_f1"] + m["relation_f1"]) / 2
-        improved = objective > st["best"]
-        if improved:
-            st.update(best=objective, best_step=st["step"], bad_evals=0)
-            unwrapped.save_pretrained(run.best_dir, safe_serialization=True)
-            tokenizer.save_pretrained(run.best_dir)
-        else:
-            st["bad_evals"] += 1
+        with average.applied(unwrapped) if average else contextlib.nullcontext():
+            m = headline(evaluate_docs(unwrapped, tokenizer, dev))
+            objective = (m["entity_f1"] + m["relation_f1"]) / 2
+            improved = objective > st["best"]
+            if improved:
+                st.update(best=objective, best_step=st["step"], bad_evals=0)
+                unwrapped.save_pretrained(run.best_dir, safe_serialization=True)
+                tokenizer.save_pretrained(run.best_dir)
+            else:
+                st["bad_evals"] += 1
         run.write({"step": st["step"], "epoch": st["epoch"], "dev_entity_f1": m["entity_f1"],
                    "dev_relation_f1": m["relation_f1"], "objective": round(objective, 4), "best": improved})
         tqdm.write(f"step {st['step']}: dev entity F1 {m['entity_f1']:.3f}, relation F1 {m['relation_f1']:.3f}"
@@ -303,6 +307,9 @@ def train(cfg: RunConfig, resume: bool = False, config_path: Optional[str] = Non
     optimizer = make_optimizer(param_groups(model, cfg), accelerator)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * total_steps), total_steps)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    average = WeightAverage(accelerator.unwrap_model(model), t.ema_decay) if t.ema_decay else None
+    if average:
+        accelerator.register_for_checkpointing(average)  # so --resume continues the same average
     if resume and os.path.isdir(run.ckpt_dir):
         run.restore(accelerator)
         accelerator.print(f"resumed from {run.ckpt_dir} at step {run.state['step']}")
@@ -333,6 +340,8 @@ def train(cfg: RunConfig, resume: bool = False, config_path: Optional[str] = Non
             if not accelerator.sync_gradients:
                 continue
             st["step"] += 1
+            if average:
+                average.update(accelerator.unwrap_model(model))
             loss = accelerator.gather(out["loss"].detach()).mean().item()
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", epoch=st["epoch"])
@@ -341,7 +350,7 @@ def train(cfg: RunConfig, resume: bool = False, config_path: Optional[str] = Non
                        **{k: round(out[k].item(), 5) for k in ("tag_loss", "rel_loss") if k in out}})
             if st["step"] % eval_every == 0 or st["step"] >= total_steps:
                 stop = evaluate_and_keep_best(run, accelerator, model, tokenizer, corpus.dev,
-                                              t.early_stopping_patience)
+                                              t.early_stopping_patience, average)
                 model.train()
                 run.save(accelerator)
                 if stop:
