@@ -44,4 +44,6 @@ def test_card_names_the_decoding_and_what_was_kept_fixed():
     assert "Kept fixed in training: the embeddings and the lowest 2 encoder layers." in spans
     plain = card({"decoding": "viterbi"}, {})
     assert "- Heads: an IOB2 tagger on the first sub-token of each word, decoded by Viterbi" in plain
-    assert "Kept fixed" not in plain
+    assert "Kept fixed" not in plain and "moving average" not in plain
+    averaged = card({"decoding": "viterbi"}, {"ema_decay": 0.995})
+    assert "Evaluated and saved: a moving average of the weights (decay 0.995 per step)." in averaged

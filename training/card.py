@@ -128,7 +128,11 @@ def _heads(model_cfg: dict) -> str:
 def _frozen(train_cfg: dict) -> str:
     parts = (["the embeddings"] if train_cfg.get("freeze_embeddings") else []) + \
         ([f"the lowest {train_cfg['freeze_layers']} encoder layers"] if train_cfg.get("freeze_layers") else [])
-    return f"Kept fixed in training: {' and '.join(parts)}. " if parts else ""
+    fixed = f"Kept fixed in training: {' and '.join(parts)}. " if parts else ""
+    decay = train_cfg.get("ema_decay") or 0
+    averaged = (f"Evaluated and saved: a moving average of the weights (decay {decay} per step). "
+                if decay else "")
+    return fixed + averaged
 
 
 def render_card(summary: dict, export_report: Optional[dict], model_name: str = "rasd",

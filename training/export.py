@@ -22,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -251,52 +252,55 @@ def _int8_calibration(spec, tokenizer, data_dir: Optional[str]):
                                tokenizer.backend_tokenizer, spec)
 
 
-def _int8_attempt(model, tokenizer, tmp: str, recipe: str, exclude: Sequence[str], calibration,
-                  gate_docs: List[Document], fp32_preds, fp32_gate: dict, tolerance: float) -> dict:
-    """Quantise into tmp with one recipe and exclusion list, and gate it against FP32."""
+@dataclass
+class Int8Job:
+    """What every INT8 try shares: the model, the scratch folder, calibration batches, and the FP32 reference."""
+    model: RasdModel
+    tokenizer: object
+    tmp: str
+    calibration: Optional[list]
+    gate_docs: List[Document]
+    fp32_preds: Optional[list]
+    fp32_gate: Optional[dict]
+    tolerance: float
+
+
+def _int8_attempt(job: Int8Job, recipe: str, exclude: Sequence[str]) -> dict:
+    """Quantise into job.tmp with one recipe and exclusion list, and gate it against FP32."""
     source = None
     if is_static(recipe):  # static QDQ needs an unfused trace (rasd_train.quantize)
-        source = os.path.join(tmp, "encoder.unfused.onnx")
-        export_encoder(model, tokenizer, source, fuse=False)
-    relation = quantize_graphs(tmp, recipe, exclude, calibration if needs_calibration(recipe) else None,
+        source = os.path.join(job.tmp, "encoder.unfused.onnx")
+        export_encoder(job.model, job.tokenizer, source, fuse=False)
+    relation = quantize_graphs(job.tmp, recipe, exclude, job.calibration if needs_calibration(recipe) else None,
                                encoder_source=source)
     if source:
         os.remove(source)
     out = {"int8_recipe": {"recipe": recipe, "exclude": list(exclude), "relation_graph": relation}}
-    if not gate_docs:
+    if not job.gate_docs:
         return {**out, "int8_published": False, "int8_note": "no dev/test split given, so INT8 could not be gated"}
-    int8 = int8_gate(tmp, gate_docs, fp32_preds)
-    drops = {k: fp32_gate[k] - int8["worst"][k] for k in ("entity_f1", "relation_f1")}
+    int8 = int8_gate(job.tmp, job.gate_docs, job.fp32_preds)
+    drops = {k: job.fp32_gate[k] - int8["worst"][k] for k in ("entity_f1", "relation_f1")}
     return {**out, "int8_gate": int8["worst"], "int8_agreement": int8["agreement"],
             "int8_by_batch_size": int8["by_batch_size"], "int8_drop": drops,
-            "int8_published": all(v <= tolerance for v in drops.values())}
+            "int8_published": all(v <= job.tolerance for v in drops.values())}
 
 
-def _publish_int8(model, tokenizer, spec, tmp: str, data_dir, gate_docs, fp32_preds, fp32_gate, recipe: str,
-                  exclude: Sequence[str], tolerance: float, fallback_nodes: int) -> dict:
+def _publish_int8(job: Int8Job, recipe: str, exclude: Sequence[str], fallback_nodes: int) -> dict:
     """The INT8 set through the gate: the recipe as asked, then, if refused, the same recipe with the most
     sensitive encoder nodes also kept FP32. Every try is recorded (int8_attempts); the INT8 files stay only if one
     passed."""
-    calibration = _int8_calibration(spec, tokenizer, data_dir)
-    if needs_calibration(recipe) and calibration is None:
-        raise GateFailure(f"INT8 recipe {recipe!r} calibrates on training texts: "
-                          f"{os.path.join(data_dir or '', 'train.jsonl')} not found")
-    result = _int8_attempt(model, tokenizer, tmp, recipe, exclude, calibration, gate_docs, fp32_preds, fp32_gate,
-                           tolerance)
-    attempts = [result]
-    if not result["int8_published"] and gate_docs and fallback_nodes and calibration is not None:
-        with tempfile.TemporaryDirectory(dir=tmp) as scratch:
-            scan = sensitivity_scan(tmp, calibration[:4], scratch, smooth=bool(RECIPE_OPTIONS[recipe][4]))
+    attempts = [_int8_attempt(job, recipe, exclude)]
+    if not attempts[-1]["int8_published"] and job.gate_docs and fallback_nodes and job.calibration is not None:
+        with tempfile.TemporaryDirectory(dir=job.tmp) as scratch:
+            scan = sensitivity_scan(job.tmp, job.calibration[:4], scratch, smooth=bool(RECIPE_OPTIONS[recipe][4]))
         worst = [r["node"] for r in scan if r["node"] not in exclude][:fallback_nodes]
-        result = _int8_attempt(model, tokenizer, tmp, recipe, list(exclude) + worst, calibration, gate_docs,
-                               fp32_preds, fp32_gate, tolerance)
-        result["int8_scan"] = scan[:2 * fallback_nodes]
-        attempts.append(result)
+        attempts.append({**_int8_attempt(job, recipe, list(exclude) + worst), "int8_scan": scan[:2 * fallback_nodes]})
+    result = attempts[-1]
     result["int8_attempts"] = [{**a["int8_recipe"], "drop": a.get("int8_drop"), "published": a["int8_published"]}
                                for a in attempts]
     if not result["int8_published"]:
         for g in (ENCODER, RELATION):
-            os.remove(os.path.join(tmp, g["int8_file"]))
+            os.remove(os.path.join(job.tmp, g["int8_file"]))
     return result
 
 
@@ -342,9 +346,13 @@ def export(model_dir: str, out_dir: str, quantize: bool = False, data_dir: Optio
             fp32_preds = onnx_predictions(tmp, gate_docs, int8=False)
             report["fp32_gate"] = headline(score(gate_docs, fp32_preds, scheme=spec.scheme))
         if quantize:
-            report.update(_publish_int8(model, tokenizer, spec, tmp, data_dir, gate_docs,
-                                        fp32_preds if gate_docs else None, report.get("fp32_gate"), int8_recipe,
-                                        int8_exclude, int8_tolerance, int8_fallback_nodes))
+            calibration = _int8_calibration(spec, tokenizer, data_dir)
+            if needs_calibration(int8_recipe) and calibration is None:
+                raise GateFailure(f"INT8 recipe {int8_recipe!r} calibrates on training texts: "
+                                  f"{os.path.join(data_dir or '', 'train.jsonl')} not found")
+            job = Int8Job(model, tokenizer, tmp, calibration, gate_docs, fp32_preds if gate_docs else None,
+                          report.get("fp32_gate"), int8_tolerance)
+            report.update(_publish_int8(job, int8_recipe, int8_exclude, int8_fallback_nodes))
         if card_metrics is not None or os.path.exists(os.path.join(os.path.dirname(model_dir.rstrip("/")),
                                                                    "train_summary.json")):
             from .card import write_card
