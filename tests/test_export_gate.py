@@ -18,7 +18,10 @@ def test_gate_reads_dev_and_test_and_reports_agreement(exported_model, exported_
     for path, tolerance in ((exported_model, 1.0), (exported_fp32_only, -1.0)):
         r = _report(path)
         assert r["gate_documents"]["splits"] == ["dev", "test"] and r["gate_documents"]["documents"] == 8
-        assert sorted(map(int, r["int8_by_batch_size"])) == list(INT8_GATE_BATCH_SIZES)
+        # A refused size ends the try: the larger ones are not run (nothing can pass with a tolerance below 0).
+        sizes = list(INT8_GATE_BATCH_SIZES) if tolerance > 0 else [INT8_GATE_BATCH_SIZES[0]]
+        assert sorted(map(int, r["int8_by_batch_size"])) == sizes
+        assert r.get("int8_stopped_after_batch_size") == (None if tolerance > 0 else sizes[0])
         for kind in ("entities", "relations"):
             assert 0.0 <= r["int8_agreement"][kind] <= 1.0
         drops = [r["fp32_gate"][k] - r["int8_gate"][k] for k in ("entity_f1", "relation_f1")]
@@ -36,8 +39,8 @@ def test_a_refused_int8_is_tried_again_with_its_most_sensitive_nodes_kept_fp32(t
     import rasd_train.export as ex
     real, calls = ex.int8_gate, []
 
-    def first_try_loses_half_a_point_more(out_dir, docs, fp32):
-        result = real(out_dir, docs, fp32)
+    def first_try_loses_half_a_point_more(out_dir, docs, fp32, floor=None):
+        result = real(out_dir, docs, fp32)  # every batch size
         calls.append(result)
         if len(calls) == 1:
             result = {**result, "worst": {k: v - 0.5 for k, v in result["worst"].items()}}
@@ -48,6 +51,7 @@ def test_a_refused_int8_is_tried_again_with_its_most_sensitive_nodes_kept_fp32(t
     r = ex.export(os.path.join(run_dir, "model"), out, quantize=True, data_dir=mini_corpus, int8_tolerance=0.3,
                   int8_fallback_nodes=2)
     first, second = r["int8_attempts"]
+    assert second["batch_sizes"] == list(INT8_GATE_BATCH_SIZES)
     assert not first["published"] and first["exclude"] == [] and second["published"] and r["int8_published"]
     assert second["exclude"] == [row["node"] for row in r["int8_scan"][:2]] == r["int8_recipe"]["exclude"]
     assert r["int8_scan"][0]["tag_logit_error"] >= r["int8_scan"][1]["tag_logit_error"]

@@ -162,6 +162,8 @@ def render_card(summary: dict, export_report: Optional[dict], model_name: str = 
         if "int8_gate" in export_report:
             pub = ("published, and `Extractor.from_pretrained` serves it by default (`quantized=False` serves FP32)"
                    if export_report.get("int8_published") else "not published (over the 0.5 point gate)")
+            if export_report.get("int8_stopped_after_batch_size"):
+                pub += "; the gate stopped at that batch size, so the others were not run"
             agree = export_report.get("int8_agreement", {})
             recipe = f"`{export_report.get('int8_recipe', {}).get('recipe', '?')}`"
             kept = len(export_report.get("int8_recipe", {}).get("exclude", []))

@@ -105,7 +105,8 @@ class TrainArgs:
     warmup_ratio: float = field(default=0.1, metadata={"help": "Fraction of steps with linear warm-up."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
     mixed_precision: str = field(default="no", metadata={"help": "'no', 'bf16' or 'fp16' (GPU)."})
-    eval_every: int = field(default=0, metadata={"help": "Evaluate on dev every N optimizer steps (0 = each epoch)."})
+    eval_every: int = field(default=0, metadata={"help": "Evaluate on dev every N optimizer steps (0 = each epoch, "
+                                                         "-1 = only after the last step)."})
     early_stopping_patience: int = field(default=4, metadata={"help": "Evaluations without dev improvement "
                                                                        "before stopping (0 = never)."})
     freeze_embeddings: bool = field(default=False, metadata={"help": "Keep the encoder's embeddings fixed (no "

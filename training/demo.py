@@ -81,7 +81,7 @@ def main(argv=None) -> int:
               f"{'published' if report['int8_published'] else 'not published'}")
         for i, t8 in enumerate(report.get("int8_attempts", []), 1):
             print(f"  INT8 try {i}: recipe {t8['recipe']}, {len(t8['exclude'])} encoder node(s) kept FP32, drop "
-                  f"{t8['drop']}: {'passed' if t8['published'] else 'refused'}")
+                  f"{t8['drop']} at batch sizes {t8['batch_sizes']}: {'passed' if t8['published'] else 'refused'}")
     print(f"export took {time.time() - t:.0f} s")
 
     t = step(4, "predicting the seed articles with the torch-free runtime")

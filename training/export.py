@@ -210,21 +210,28 @@ def agreement(a: List[Document], b: List[Document]) -> dict:
     return {"entities": share(ea, eb), "relations": share(ra, rb)}
 
 
-def int8_gate(out_dir: str, docs: List[Document], fp32: List[Document]) -> dict:
+def int8_gate(out_dir: str, docs: List[Document], fp32: List[Document], floor: Optional[dict] = None) -> dict:
     """INT8 F1 and agreement with FP32 at several batch sizes, and the worst of each.
 
     Dynamic quantisation picks activation ranges per batch, so INT8 results
     depend on which windows share a batch; the gate must hold for all the
-    batch sizes a service is likely to use, not just one.
+    batch sizes a service is likely to use, not just one. floor: the lowest
+    F1 of each metric that passes; once one batch size falls below it the
+    try is refused whatever the others give, so they are not run
+    ("stopped_after" names that batch size).
     """
     scheme = load_exported(out_dir, quantized=True, verify=False).spec.scheme
-    per = {}
+    per, stopped = {}, None
     for b in INT8_GATE_BATCH_SIZES:
         preds = onnx_predictions(out_dir, docs, int8=True, batch_size=b)
         per[b] = {**headline(score(docs, preds, scheme=scheme)), "agreement": agreement(fp32, preds)}
+        if floor and any(per[b][k] < v for k, v in floor.items()):
+            stopped = b
+            break
     worst = {k: min(m[k] for m in per.values()) for k in ("entity_f1", "relation_f1")}
     worst_agreement = {k: min(m["agreement"][k] for m in per.values()) for k in ("entities", "relations")}
-    return {"worst": worst, "agreement": worst_agreement, "by_batch_size": per}
+    return {"worst": worst, "agreement": worst_agreement, "by_batch_size": per,
+            **({"stopped_after": stopped} if stopped else {})}
 
 
 def write_manifest(out_dir: str) -> None:
@@ -278,11 +285,13 @@ def _int8_attempt(job: Int8Job, recipe: str, exclude: Sequence[str]) -> dict:
     out = {"int8_recipe": {"recipe": recipe, "exclude": list(exclude), "relation_graph": relation}}
     if not job.gate_docs:
         return {**out, "int8_published": False, "int8_note": "no dev/test split given, so INT8 could not be gated"}
-    int8 = int8_gate(job.tmp, job.gate_docs, job.fp32_preds)
-    drops = {k: job.fp32_gate[k] - int8["worst"][k] for k in ("entity_f1", "relation_f1")}
+    metrics = ("entity_f1", "relation_f1")
+    int8 = int8_gate(job.tmp, job.gate_docs, job.fp32_preds, {k: job.fp32_gate[k] - job.tolerance for k in metrics})
+    drops = {k: job.fp32_gate[k] - int8["worst"][k] for k in metrics}
     return {**out, "int8_gate": int8["worst"], "int8_agreement": int8["agreement"],
             "int8_by_batch_size": int8["by_batch_size"], "int8_drop": drops,
-            "int8_published": all(v <= job.tolerance for v in drops.values())}
+            **({"int8_stopped_after_batch_size": int8["stopped_after"]} if "stopped_after" in int8 else {}),
+            "int8_published": "stopped_after" not in int8 and all(v <= job.tolerance for v in drops.values())}
 
 
 def _publish_int8(job: Int8Job, recipe: str, exclude: Sequence[str], fallback_nodes: int) -> dict:
@@ -296,8 +305,8 @@ def _publish_int8(job: Int8Job, recipe: str, exclude: Sequence[str], fallback_no
         worst = [r["node"] for r in scan if r["node"] not in exclude][:fallback_nodes]
         attempts.append({**_int8_attempt(job, recipe, list(exclude) + worst), "int8_scan": scan[:2 * fallback_nodes]})
     result = attempts[-1]
-    result["int8_attempts"] = [{**a["int8_recipe"], "drop": a.get("int8_drop"), "published": a["int8_published"]}
-                               for a in attempts]
+    result["int8_attempts"] = [{**a["int8_recipe"], "drop": a.get("int8_drop"), "published": a["int8_published"],
+                                "batch_sizes": [int(b) for b in a.get("int8_by_batch_size", {})]} for a in attempts]
     if not result["int8_published"]:
         for g in (ENCODER, RELATION):
             os.remove(os.path.join(job.tmp, g["int8_file"]))

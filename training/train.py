@@ -283,6 +283,8 @@ def final_summary(run: Run, cfg: RunConfig, corpus: Corpus, tokenizer, accelerat
 
 def train(cfg: RunConfig, resume: bool = False, config_path: Optional[str] = None) -> dict:
     t = cfg.train
+    if t.eval_every < -1:
+        raise ValueError(f"train.eval_every must be -1 (only at the end), 0 (each epoch) or N > 0, got {t.eval_every}")
     started = time.time()
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
@@ -313,7 +315,7 @@ def train(cfg: RunConfig, resume: bool = False, config_path: Optional[str] = Non
     if resume and os.path.isdir(run.ckpt_dir):
         run.restore(accelerator)
         accelerator.print(f"resumed from {run.ckpt_dir} at step {run.state['step']}")
-    eval_every = t.eval_every or steps_per_epoch
+    eval_every = total_steps if t.eval_every == -1 else t.eval_every or steps_per_epoch
     accelerator.print(f"train windows {n_windows} from {len(corpus.train)} documents; dev {len(corpus.dev)} "
                       f"documents; {total_steps} optimizer steps ({steps_per_epoch}/epoch) on "
                       f"{accelerator.num_processes} process(es), device {accelerator.device}, precision "
