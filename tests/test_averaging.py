@@ -1,7 +1,6 @@
 """The moving average of the weights (rasd_train.averaging): its update rule, the swap in and out, checkpoints, and
 that training evaluates and saves the averaged weights when asked."""
 import json
-import os
 
 import pytest
 import torch
