@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rasd.schema import Document, Entity, Relation
-from rasd_train.export import INT8_GATE_BATCH_SIZES, agreement
+from rasd_train.gate import INT8_GATE_BATCH_SIZES, agreement
 
 
 def _report(export_dir):
@@ -37,7 +37,8 @@ def test_a_refused_int8_is_tried_again_with_its_most_sensitive_nodes_kept_fp32(t
     import onnx
 
     import rasd_train.export as ex
-    real, calls = ex.int8_gate, []
+    import rasd_train.int8_publish as publish
+    real, calls = publish.int8_gate, []
 
     def first_try_loses_half_a_point_more(out_dir, docs, fp32, floor=None):
         result = real(out_dir, docs, fp32)  # every batch size
@@ -45,7 +46,7 @@ def test_a_refused_int8_is_tried_again_with_its_most_sensitive_nodes_kept_fp32(t
         if len(calls) == 1:
             result = {**result, "worst": {k: v - 0.5 for k, v in result["worst"].items()}}
         return result
-    monkeypatch.setattr(ex, "int8_gate", first_try_loses_half_a_point_more)
+    monkeypatch.setattr(publish, "int8_gate", first_try_loses_half_a_point_more)
     run_dir, _ = trained_run
     out = str(tmp_path / "fallback")
     r = ex.export(os.path.join(run_dir, "model"), out, quantize=True, data_dir=mini_corpus, int8_tolerance=0.3,

@@ -85,7 +85,7 @@ def test_marker_model_trains_and_its_relation_loss_falls(mini_docs):
 
 def test_marker_model_exports_and_the_onnx_backend_matches_torch(mini_docs, tmp_path):
     from rasd.runtime import OnnxBackend
-    from rasd_train.export import export_graphs
+    from rasd_train.onnx_graphs import export_graphs
     from rasd_train.modeling import TorchBackend
     tok, model, batch = _tiny_model_and_batch(mini_docs, markers=2, layers=2)
     model.eval()
@@ -125,7 +125,8 @@ def test_marker_model_decodes_alike_through_torch_and_onnx(mini_docs, tmp_path):
     """The whole pipeline (windows, pairs placed per batch, relation contexts kept per batch) on both backends."""
     from rasd import pipeline
     from rasd.runtime import OnnxBackend
-    from rasd_train.export import decoded_differences, export_graphs
+    from rasd_train.gate import decoded_differences
+    from rasd_train.onnx_graphs import export_graphs
     from rasd_train.modeling import TorchBackend
     tok, model, batch = _tiny_model_and_batch(mini_docs, markers=1, layers=2)
     torch.nn.init.normal_(model.tagger.weight, std=2.0)  # an untrained tagger still tags some words as names

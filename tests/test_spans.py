@@ -141,7 +141,8 @@ def test_span_model_exports_and_decodes_alike_through_torch_and_onnx(mini_docs, 
     """span_logits match on every real (start, width) cell; the whole pipeline decodes the same entities."""
     from rasd import pipeline
     from rasd.runtime import OnnxBackend
-    from rasd_train.export import decoded_differences, export_graphs
+    from rasd_train.gate import decoded_differences
+    from rasd_train.onnx_graphs import export_graphs
     from rasd_train.modeling import TorchBackend
     tok, model, batch = _tiny_model_and_batch(mini_docs, span_max_tokens=16, layers=2)
     train_on_batch(model, batch, 40)  # so that relations are scored

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import rasd
 from rasd.schema import Document, Entity, Relation
-from rasd_train.config import ConfigError, config_from_dict, load_config
+from rasd_train.config import ConfigError, config_from_dict, load_config, parse_overrides
 from rasd_train.metrics import score
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
@@ -39,6 +39,16 @@ def test_unknown_key_is_named(tmp_path):
         config_from_dict({"trian": {}})
     with pytest.raises(ConfigError, match="expected a number"):
         config_from_dict({"train": {"epochs": "many"}})
+
+
+def test_rasd_train_names_a_bad_override_without_a_traceback(tiny_config_path):
+    from rasd_train.train import main
+    with pytest.raises(SystemExit, match="rasd train: --set expects section.key=value: 'nokey' is not key=value"):
+        main([tiny_config_path, "--set", "nokey"])
+    with pytest.raises(SystemExit, match="rasd train: .*unknown key.*bogus"):
+        main([tiny_config_path, "--set", "train.bogus=1"])
+    assert parse_overrides(["train.epochs=2", "model.crf=true", "x.y=a=b"], "--set") == \
+        {"train.epochs": 2, "model.crf": True, "x.y": "a=b"}
 
 
 def test_numbers_from_yaml_strings_and_overrides(tmp_path):
@@ -178,7 +188,7 @@ def test_resume_continues_from_checkpoint(trained_run, tiny_config_path):
 
 
 def test_parity_compares_decisions_and_unrounded_scores():
-    from rasd_train.export import decoded_differences
+    from rasd_train.gate import decoded_differences
     a = _doc([(0, 16, "FORCE"), (27, 38, "BASE")], [("T1", "T2", "WITHDREW_FROM")])
     b = _doc([(0, 16, "FORCE"), (27, 38, "BASE")], [("T1", "T2", "WITHDREW_FROM")])
     a.entities[0].score, b.entities[0].score = 0.62345, 0.623451  # crosses a 4-decimal rounding boundary
@@ -320,7 +330,7 @@ def test_relation_graph_declares_the_inputs_its_features_read(mini_docs, tmp_pat
     """A model without the sentence feature exports a graph without that input (older exports look the same);
     with it, the graph reads it. Either way the runtime feeds what the graph declares and matches torch."""
     from rasd.runtime import OnnxBackend
-    from rasd_train.export import export_graphs
+    from rasd_train.onnx_graphs import export_graphs
     tok, model, batch = _tiny_model_and_batch(mini_docs, 0, features)
     with torch.no_grad():
         model(**batch)  # the head's features must all be used by a forward pass

@@ -78,7 +78,7 @@ def unfused_dir(model_dir: str, export_dir: str, scratch: str) -> str:
     """A copy of the export whose FP32 graphs are traced from the torch model without fusion."""
     from transformers import AutoTokenizer
 
-    from .export import export_graphs
+    from .onnx_graphs import export_graphs
     from .modeling import RasdModel
     shutil.copytree(export_dir, scratch, dirs_exist_ok=True)
     for name in os.listdir(scratch):

@@ -95,7 +95,8 @@ class TrainArgs:
     length_bucketing: bool = field(default=True, metadata={"help": "Batch documents of similar length together "
                                                                    "(less padding, same randomness across pools)."})
     augment: str = field(default="", metadata={"help": "Comma-separated training augmentations: quotes, spelling, "
-                                                       "diacritics, digits, mentions, join (see rasd_train.augment); '' = none."})
+                                                       "clitics, diacritics, digits, mentions, join (see "
+                                                       "rasd_train.augment); '' = none."})
     augment_rate: float = field(default=0.3, metadata={"help": "Probability that each augmentation is applied "
                                                                "to a training document in an epoch."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Forward passes per optimizer step."})
@@ -188,3 +189,15 @@ def load_config(path: str, overrides: Optional[dict] = None) -> RunConfig:
             raise ConfigError(f"override {dotted!r} must look like section.key")
         d.setdefault(sec, {})[key] = v
     return config_from_dict(d, path)
+
+
+def parse_overrides(items, where: str) -> dict:
+    """['train.epochs=2', 'model.crf=true'] -> {'train.epochs': 2, 'model.crf': True}, each value read as YAML.
+    An item without '=' is refused with `where` (the option or variant it came from) in the message."""
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ConfigError(f"{where}: {item!r} is not key=value")
+        out[key] = yaml.safe_load(value)
+    return out

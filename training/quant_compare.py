@@ -25,7 +25,7 @@ from rasd.backend import ModelSpec, read_config
 from rasd.onnx_spec import ENCODER
 from rasd.schema import read_documents
 
-from .export import GATE_SPLITS, int8_gate, onnx_predictions
+from .gate import GATE_SPLITS, int8_gate, onnx_predictions
 from .metrics import headline, score
 from .quantize import RECIPES, calibration_batches, needs_calibration, quantize_graphs, sensitivity_scan
 

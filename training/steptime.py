@@ -16,10 +16,9 @@ import time
 from typing import Dict, List
 
 import torch
-import yaml
 from accelerate import Accelerator
 
-from .config import load_config
+from .config import load_config, parse_overrides
 from .train import build_model, build_tokenizer, freeze, load_data, make_loader, make_optimizer, param_groups
 
 
@@ -28,13 +27,7 @@ def parse_variant(text: str) -> tuple:
     name, sep, sets = text.partition("=")
     if not sep or not name:
         raise ValueError(f"--variant {text!r}: expected name=key=value[;key=value...]")
-    overrides = {}
-    for item in filter(None, sets.split(";")):
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise ValueError(f"--variant {text!r}: {item!r} is not key=value")
-        overrides[key] = yaml.safe_load(value)
-    return name, overrides
+    return name, parse_overrides(filter(None, sets.split(";")), f"--variant {text!r}")
 
 
 def _setup(config: str, overrides: dict, accelerator: Accelerator):
@@ -93,7 +86,7 @@ def main(argv=None) -> int:
         raise SystemExit("--variant names must be unique and not 'default'")
     times = measure(args.config, variants, args.rounds, args.block)
     base = sum(times["default"])
-    print(f"| variant | s a step | × default | per round |\n|---|---|---|---|")
+    print("| variant | s a step | × default | per round |\n|---|---|---|---|")
     for name, ts in times.items():
         print(f"| {name} | {sum(ts) / len(ts):.3f} | {sum(ts) / base:.3f} | {', '.join(f'{t:.3f}' for t in ts)} |")
     return 0

@@ -32,7 +32,7 @@ from rasd.schema import Document
 from .augment import Augmenter, parse_names
 from .averaging import WeightAverage
 from .batching import DocumentWindows, LengthBucketSampler, collate_documents
-from .config import RunConfig, TrainArgs, load_config
+from .config import ConfigError, RunConfig, TrainArgs, load_config, parse_overrides
 from .curves import plot_curves
 from .data import documents, load_corpus
 from .errors import analyse as analyse_errors
@@ -376,17 +376,6 @@ def train(cfg: RunConfig, resume: bool = False, config_path: Optional[str] = Non
     return final_summary(run, cfg, corpus, tokenizer, accelerator, started, config_path, n_windows)
 
 
-def parse_overrides(items: List[str]) -> dict:
-    import yaml
-    out = {}
-    for it in items or []:
-        if "=" not in it:
-            raise SystemExit(f"--set expects section.key=value, got {it!r}")
-        k, v = it.split("=", 1)
-        out[k] = yaml.safe_load(v)
-    return out
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="rasd train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -394,7 +383,10 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
     ap.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint")
     args = ap.parse_args(argv)
-    cfg = load_config(args.config, parse_overrides(args.set))
+    try:
+        cfg = load_config(args.config, parse_overrides(args.set or [], "--set expects section.key=value"))
+    except ConfigError as e:  # a config mistake is the user's to fix: its message, not a traceback
+        raise SystemExit(f"rasd train: {e}")
     train(cfg, resume=args.resume, config_path=args.config)
     return 0
 
