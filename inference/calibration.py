@@ -10,8 +10,10 @@ the time. The identity (a=1, b=0) is what a model without calibration uses.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Dict, Optional
+from dataclasses import dataclass, replace
+from typing import Dict, List, Optional, Sequence
+
+from .schema import Document
 
 _EPS = 1e-6
 
@@ -46,6 +48,15 @@ class Calibration:
 
     def to_dict(self) -> Dict[str, dict]:
         return {"entities": self.entities.to_dict(), "relations": self.relations.to_dict()}
+
+    def applied_to(self, docs: Sequence[Document]) -> List[Document]:
+        """Copies of predicted documents with every score mapped, as the pipeline maps them: the same documents a
+        model carrying these maps would predict, without predicting again."""
+        def mapped(platt, x):
+            return replace(x, score=platt(x.score)) if x.score is not None else x
+        return [replace(d, entities=[mapped(self.entities, e) for e in d.entities],
+                        relations=[mapped(self.relations, r) for r in d.relations], meta=dict(d.meta))
+                for d in docs]
 
     @classmethod
     def from_dict(cls, d: Optional[dict]) -> "Calibration":

@@ -72,3 +72,6 @@ def test_the_pipeline_applies_the_config_maps_and_keeps_decisions(exported_copy)
         assert b.score == pytest.approx(Platt(0.5, -0.2)(a.score), abs=1e-9)
     for a, b in zip(raw.relations, cal.relations):
         assert b.score == pytest.approx(Platt(2.0, 0.1)(a.score), abs=1e-9)
+    # Training reuses its raw dev predictions this way instead of predicting dev again: the very same documents.
+    assert Calibration(Platt(0.5, -0.2), Platt(2.0, 0.1)).applied_to([raw]) == [cal]
+    assert Calibration().applied_to([raw]) == [raw]

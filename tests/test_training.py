@@ -175,6 +175,38 @@ def test_training_run_learns_and_writes_artifacts(trained_run):
     assert errors["gold_entities"]["exact"] == summary["dev"]["strict"]["entities"]["micro"]["tp"]
 
 
+def test_summary_dev_figures_are_those_of_the_saved_calibrated_model(trained_run, mini_corpus, tmp_path,
+                                                                    monkeypatch):
+    """Training reuses the calibration's dev predictions (maps applied) instead of predicting dev again: they must
+    be exactly what the saved, calibrated model predicts. The tiny model's own fit keeps raw scores (too little
+    evidence), so a fit with real maps is forced here."""
+    from transformers import AutoTokenizer
+
+    import rasd_train.train as tr
+    from rasd.calibration import Calibration, Platt
+    from rasd.schema import read_documents
+    from rasd_train.calibration import report as calibration_report
+    from rasd_train.modeling import RasdModel
+    from rasd_train.predict import torch_predict
+    run_dir, summary = trained_run
+    model_dir = os.path.join(run_dir, "model")
+    dev = read_documents(os.path.join(mini_corpus, "dev.jsonl"))
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    scheme = RasdModel.from_pretrained(model_dir).config.scheme_obj()
+    saved = torch_predict(RasdModel.from_pretrained(model_dir).eval(), tok, dev)
+    fresh = {**score(dev, saved, scheme=scheme), **calibration_report(dev, saved, scheme)}
+    assert {k: summary["dev"][k] for k in fresh} == fresh
+
+    maps = Calibration(Platt(0.5, -0.2), Platt(2.0, 0.1))
+    monkeypatch.setattr(tr, "fit_calibration", lambda gold, pred: maps)
+    model = RasdModel.from_pretrained(model_dir).eval()
+    report, reused = tr.calibrate_best(model, tok, dev, str(tmp_path / "calibrated"))
+    assert report["entities"] == {"a": 0.5, "b": -0.2}
+    fresh = torch_predict(RasdModel.from_pretrained(str(tmp_path / "calibrated")).eval(), tok, dev)
+    assert reused == fresh and any(e.score != r.score for d, r_d in zip(reused, saved)
+                                   for e, r in zip(d.entities, r_d.entities))
+
+
 def test_resume_continues_from_checkpoint(trained_run, tiny_config_path):
     from rasd_train.config import load_config
     from rasd_train.train import train

@@ -16,7 +16,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 from accelerate import Accelerator
@@ -234,14 +234,15 @@ def evaluate_and_keep_best(run: Run, accelerator: Accelerator, model, tokenizer,
     return broadcast_object_list(stop)[0]
 
 
-def calibrate_best(best: RasdModel, tokenizer, dev: List[Document], best_dir: str) -> dict:
-    """Fit the score maps on dev predictions of the best model and save them into its config."""
+def calibrate_best(best: RasdModel, tokenizer, dev: List[Document], best_dir: str) -> Tuple[dict, List[Document]]:
+    """Fit the score maps on dev predictions of the best model and save them into its config. Returns the fit's
+    report and dev's predictions with the maps applied (what the calibrated model predicts, without a second pass)."""
     raw = torch_predict(best, tokenizer, dev)
     cal = fit_calibration(dev, raw)
     best.config.calibration = cal.to_dict()
     best.save_pretrained(best_dir, safe_serialization=True)
     ece = {k: calibration(v)["ece"] for k, v in scored_outcomes(dev, raw).items()}
-    return {"fitted_on": "dev", **cal.to_dict(), "dev_ece_raw": ece}
+    return {"fitted_on": "dev", **cal.to_dict(), "dev_ece_raw": ece}, cal.applied_to(raw)
 
 
 def final_summary(run: Run, cfg: RunConfig, corpus: Corpus, tokenizer, accelerator: Accelerator,
@@ -261,17 +262,21 @@ def final_summary(run: Run, cfg: RunConfig, corpus: Corpus, tokenizer, accelerat
                "parameters": sum(p.numel() for p in best.parameters()), "scheme": corpus.scheme.to_dict(),
                "hardware": (torch.cuda.get_device_name(0) if torch.cuda.is_available()
                             else f"CPU ({os.cpu_count()} cores)") + f", precision {cfg.train.mixed_precision}"}
-    dev = documents(corpus.splits["dev"])
+    dev, test = documents(corpus.splits["dev"]), documents(corpus.splits["test"])
+    preds = {}
     if dev and cfg.train.calibrate:
-        summary["calibration"] = calibrate_best(best, tokenizer, dev, run.best_dir)
-    test = documents(corpus.splits["test"])
-    sets = {"dev": dev, "test": test, "seed_articles": [d for d in test if d.id.startswith("seed-")]}
+        summary["calibration"], preds["dev"] = calibrate_best(best, tokenizer, dev, run.best_dir)
+    for split, docs in (("dev", dev), ("test", test)):
+        if docs and split not in preds:
+            preds[split] = torch_predict(best, tokenizer, docs)
+    seeds = [i for i, d in enumerate(test) if d.id.startswith("seed-")]  # test documents: test's predictions
+    sets = {"dev": dev, "test": test, "seed_articles": [test[i] for i in seeds]}
+    preds["seed_articles"] = [preds["test"][i] for i in seeds] if seeds else []
     for split, docs in sets.items():
         if docs:
-            preds = torch_predict(best, tokenizer, docs)
-            summary[split] = {**score(docs, preds, scheme=corpus.scheme),
-                              **calibration_report(docs, preds, corpus.scheme),
-                              "errors": analyse_errors(docs, preds)}
+            summary[split] = {**score(docs, preds[split], scheme=corpus.scheme),
+                              **calibration_report(docs, preds[split], corpus.scheme),
+                              "errors": analyse_errors(docs, preds[split])}
             print(f"{split}: " + ", ".join(f"{k} {v:.3f}" for k, v in headline(summary[split]).items()))
     summary["total_wall_s"] = round(time.time() - started, 1)
     with open(os.path.join(run.out_dir, "train_summary.json"), "w", encoding="utf-8") as f:
