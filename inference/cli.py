@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
-import os
 import sys
 from typing import List, Optional
 

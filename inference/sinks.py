@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Iterable, List, Optional, Set, TextIO
+from typing import Iterable, List, Set, TextIO
 
 from .sources import InputError, import_pyarrow
 

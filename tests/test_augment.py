@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from rasd.schema import Document, Entity, Relation, read_documents, validate_document
 from rasd_train.augment import (AUGMENTATIONS, RENAMING, TATWEEL, Augmenter, Insertion, _insert,
-                                arabic_indic_digits, attach_clitics, diacritics, join_documents, name_pool,
+                                arabic_indic_digits, attach_clitics, diacritics, fuse_prepositions, join_documents,
+                                name_pool,
                                 parse_names, quote_names, replace_mentions, spelling_variants)
 
 HERE = os.path.dirname(__file__)
@@ -44,7 +45,8 @@ def test_each_augmentation_keeps_every_name(i, seed, name):
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, len(DOCS) - 1), st.integers(0, 10**6))
 def test_all_augmentations_stacked_with_joining(i, seed):
-    aug = Augmenter(["join", "quotes", "spelling", "diacritics", "digits", "clitics", "mentions"], 1.0, seed, DOCS)
+    aug = Augmenter(["join", "quotes", "spelling", "diacritics", "digits", "clitics", "prepositions", "mentions"], 1.0,
+                    seed, DOCS)
     out = aug(i, epoch=seed % 7)
     assert validate_document(out.to_dict(), "augmented") == []
     assert len(out.entities) >= len(DOCS[i].entities)
@@ -127,6 +129,45 @@ def test_clitics_at_rate_one_change_every_name_but_those_already_carrying_one():
         assert names[2] == "للجيش المالي", "a name that opens with a clitic before the article gets no second one"
         seen.add(names[0])
     assert seen == _clitic_forms("القوات الفرنسية"), "every form is drawn"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, len(DOCS) - 1), st.integers(0, 10**6), st.floats(0.0, 1.0))
+def test_prepositions_become_clitics_of_the_name_after_them(i, seed, rate):
+    doc = DOCS[i]
+    out = fuse_prepositions(doc, random.Random(seed), rate)
+    assert validate_document(out.to_dict(), "augmented") == []
+    assert [(r.head, r.tail, r.label) for r in doc.relations] == [(r.head, r.tail, r.label) for r in out.relations]
+    parts, last = [], 0
+    for b, a in sorted(zip(doc.entities, out.entities), key=lambda p: p[1].start):
+        assert (a.id, a.label) == (b.id, b.label)
+        old, new = doc.text[b.start:b.end], out.text[a.start:a.end]
+        assert a.start == 0 or not out.text[a.start - 1].isalpha()
+        if new == old:
+            parts += [out.text[last:a.start], old]
+        else:  # في NAME -> بNAME, إلى NAME -> لNAME (ل + ال -> لل): put the word back, the rest is unchanged
+            word = {"ب": "في ", "ل": "إلى "}[new[0]]
+            assert new in ("ب" + old, "ل" + old, "ل" + old[1:]) and doc.text[:b.start].endswith(word)
+            parts += [out.text[last:a.start], word, old]
+        last = a.end
+    assert "".join(parts) + out.text[last:] == doc.text
+
+
+def test_prepositions_fuse_only_whole_words_before_a_name():
+    text = "انسحبت القوات الفرنسية إلى قاعدة في العراق وسلمت كافي العراق إلى القوات العراقية."
+    names = ["القوات الفرنسية", "قاعدة", "العراق", "العراق", "القوات العراقية"]
+    starts, pos = [], 0
+    for n in names:
+        pos = text.index(n, pos)
+        starts.append(pos)
+        pos += len(n)
+    doc = Document("d", text, [Entity(f"e{k}", s, s + len(n), "LOCATION")
+                               for k, (s, n) in enumerate(zip(starts, names))])
+    out = fuse_prepositions(doc, random.Random(0), 1.0)
+    assert out.text == "انسحبت القوات الفرنسية لقاعدة بالعراق وسلمت كافي العراق للقوات العراقية."
+    assert [out.text[e.start:e.end] for e in out.entities] == \
+        ["القوات الفرنسية", "لقاعدة", "بالعراق", "العراق", "للقوات العراقية"]
+    assert fuse_prepositions(doc, random.Random(0), 0.0) == doc
 
 
 def test_insertions_attach_as_the_word_rule_says():

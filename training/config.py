@@ -95,8 +95,8 @@ class TrainArgs:
     length_bucketing: bool = field(default=True, metadata={"help": "Batch documents of similar length together "
                                                                    "(less padding, same randomness across pools)."})
     augment: str = field(default="", metadata={"help": "Comma-separated training augmentations: quotes, spelling, "
-                                                       "clitics, diacritics, digits, mentions, join (see "
-                                                       "rasd_train.augment); '' = none."})
+                                                       "clitics, prepositions, diacritics, digits, mentions, join "
+                                                       "(see rasd_train.augment); '' = none."})
     augment_rate: float = field(default=0.3, metadata={"help": "Probability that each augmentation is applied "
                                                                "to a training document in an epoch."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Forward passes per optimizer step."})
