@@ -56,16 +56,24 @@ def test_all_augmentations_stacked_with_joining(i, seed):
 POOL = name_pool(DOCS)
 
 
+def renamed_pairs(doc, out):
+    """(gold entity before, entity after) in text order, once the renamed document is checked to be valid, with
+    the same relations and the same entity ids and labels."""
+    assert validate_document(out.to_dict(), "augmented") == []
+    assert [(r.head, r.tail, r.label) for r in doc.relations] == [(r.head, r.tail, r.label) for r in out.relations]
+    pairs = sorted(zip(doc.entities, out.entities), key=lambda p: p[1].start)
+    for b, a in pairs:
+        assert (a.id, a.label) == (b.id, b.label)
+    return pairs
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, len(DOCS) - 1), st.integers(0, 10**6), st.floats(0.0, 1.0))
 def test_mention_replacement_puts_a_pool_name_of_the_same_label_at_every_offset(i, seed, rate):
     doc = DOCS[i]
     out = replace_mentions(doc, random.Random(seed), POOL, rate)
-    assert validate_document(out.to_dict(), "augmented") == []
-    assert [(r.head, r.tail, r.label) for r in doc.relations] == [(r.head, r.tail, r.label) for r in out.relations]
     swapped = {}
-    for b, a in zip(doc.entities, out.entities):
-        assert (a.id, a.label) == (b.id, b.label)
+    for b, a in renamed_pairs(doc, out):
         old, new = doc.text[b.start:b.end], out.text[a.start:a.end]
         assert new == old or new in POOL[b.label]
         assert swapped.setdefault((old, b.label), new) == new, "every mention of a name is swapped alike"
@@ -96,10 +104,7 @@ def _clitic_forms(name):
 def test_clitics_join_the_first_word_and_the_span_takes_them_in(i, seed, rate):
     doc = DOCS[i]
     out = attach_clitics(doc, random.Random(seed), rate)
-    assert validate_document(out.to_dict(), "augmented") == []
-    assert [(r.head, r.tail, r.label) for r in doc.relations] == [(r.head, r.tail, r.label) for r in out.relations]
-    for b, a in zip(doc.entities, out.entities):
-        assert (a.id, a.label) == (b.id, b.label)
+    for b, a in renamed_pairs(doc, out):
         old, new = doc.text[b.start:b.end], out.text[a.start:a.end]
         assert new == old or new in _clitic_forms(old)
         # the clitic is part of the word: no letter right before the new span, so the span starts a word
@@ -136,11 +141,8 @@ def test_clitics_at_rate_one_change_every_name_but_those_already_carrying_one():
 def test_prepositions_become_clitics_of_the_name_after_them(i, seed, rate):
     doc = DOCS[i]
     out = fuse_prepositions(doc, random.Random(seed), rate)
-    assert validate_document(out.to_dict(), "augmented") == []
-    assert [(r.head, r.tail, r.label) for r in doc.relations] == [(r.head, r.tail, r.label) for r in out.relations]
     parts, last = [], 0
-    for b, a in sorted(zip(doc.entities, out.entities), key=lambda p: p[1].start):
-        assert (a.id, a.label) == (b.id, b.label)
+    for b, a in renamed_pairs(doc, out):
         old, new = doc.text[b.start:b.end], out.text[a.start:a.end]
         assert a.start == 0 or not out.text[a.start - 1].isalpha()
         if new == old:

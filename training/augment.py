@@ -156,9 +156,14 @@ def attach_clitics(doc: Document, rng: random.Random, rate: float = 0.3) -> Docu
     names = {}
     for e in sorted(doc.entities, key=lambda e: e.start):
         name = doc.text[e.start:e.end]
-        if rng.random() < rate and "\u0621" <= name[0] <= "\u064A" and not _CLITIC_ARTICLE.match(name):
+        if rng.random() < rate and _takes_clitic(name):
             names[e.id] = _with_clitic(name, rng)
     return _rewrite_names(doc, names)
+
+
+def _takes_clitic(name: str) -> bool:
+    """An Arabic letter opens the name, and no clitic before the article is there already."""
+    return "\u0621" <= name[0] <= "\u064A" and not _CLITIC_ARTICLE.match(name)
 
 
 def _with_clitic(name: str, rng: random.Random) -> str:
@@ -179,11 +184,11 @@ def fuse_prepositions(doc: Document, rng: random.Random, rate: float = 0.5) -> D
         return doc
     names, cut, prev_end = {}, {}, 0
     for e in sorted(doc.entities, key=lambda e: e.start):
-        name, before = doc.text[e.start:e.end], doc.text[:e.start]
-        word = next((w for w in _PREPOSITIONS if before.endswith(w)), None)
-        whole = word and (len(before) == len(word) or not before[-len(word) - 1].isalpha())
-        if (whole and e.start - len(word) >= prev_end and "\u0621" <= name[0] <= "\u064A"
-                and not _CLITIC_ARTICLE.match(name) and rng.random() < rate):
+        name = doc.text[e.start:e.end]
+        word = next((w for w in _PREPOSITIONS if doc.text.endswith(w, 0, e.start)), None)
+        begin = e.start - len(word) if word else -1  # where the preposition word starts
+        whole = begin == 0 or begin > 0 and not doc.text[begin - 1].isalpha()
+        if whole and begin >= prev_end and _takes_clitic(name) and rng.random() < rate:
             clitic = _PREPOSITIONS[word]
             names[e.id] = clitic + (name[1:] if clitic == "ل" and name.startswith("ال") else name)
             cut[e.id] = len(word)

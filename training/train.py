@@ -271,7 +271,7 @@ def final_summary(run: Run, cfg: RunConfig, corpus: Corpus, tokenizer, accelerat
             preds[split] = torch_predict(best, tokenizer, docs)
     seeds = [i for i, d in enumerate(test) if d.id.startswith("seed-")]  # test documents: test's predictions
     sets = {"dev": dev, "test": test, "seed_articles": [test[i] for i in seeds]}
-    preds["seed_articles"] = [preds["test"][i] for i in seeds] if seeds else []
+    preds["seed_articles"] = [preds["test"][i] for i in seeds]
     for split, docs in sets.items():
         if docs:
             summary[split] = {**score(docs, preds[split], scheme=corpus.scheme),
