@@ -1,7 +1,5 @@
 """The moving average of the weights (rasd_train.averaging): its update rule, the swap in and out, checkpoints, and
 that training evaluates and saves the averaged weights when asked."""
-import json
-
 import pytest
 import torch
 from torch import nn
@@ -88,27 +86,3 @@ def test_ema_decay_is_a_checked_train_setting(tiny_config_path):
     from rasd_train.config import load_config
     assert load_config(tiny_config_path).train.ema_decay == 0.0  # off unless asked
     assert load_config(tiny_config_path, {"train.ema_decay": "0.995"}).train.ema_decay == 0.995
-
-
-def test_evaluating_more_often_does_not_change_what_is_trained(tiny_config_path, tmp_path):
-    """The default evaluates once, at the end, to save time: sound only because dev evaluation draws nothing from
-    the training's random streams, so the last step's weights are the same however often dev was read."""
-    import shutil
-    from safetensors.torch import load_file
-    from rasd_train.config import load_config
-    from rasd_train.train import train
-    weights = []
-    for every in (2, -1):  # every 2 steps; only after the last (the 6th)
-        out = tmp_path / f"every{every}"
-        if weights:  # the same vocabulary: training a WordPiece vocabulary twice may order ties differently
-            shutil.copytree(tmp_path / "every2" / "tokenizer", out / "tokenizer")
-        train(load_config(tiny_config_path, {"train.output_dir": str(out), "train.max_steps": 6,
-                                             "train.eval_every": every, "train.calibrate": False}),
-              resume=bool(weights))  # resume reads the tokenizer there; there is no checkpoint to resume from
-        weights.append(load_file(str(out / "checkpoint" / "model.safetensors")))
-    assert weights[0].keys() == weights[1].keys()
-    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
-    evals = [json.loads(line)["step"] for line in open(tmp_path / "every-1" / "metrics.jsonl") if "objective" in line]
-    assert evals == [6]
-    with pytest.raises(ValueError, match="train.eval_every must be -1"):
-        train(load_config(tiny_config_path, {"train.eval_every": -2}))
