@@ -65,3 +65,12 @@ def test_config_of_rasd_0_1_still_loads(tmp_path):
     spec = RasdConfig.from_pretrained(tmp_path).spec()
     assert spec.scheme.entities == ("BASE", "FORCE", "OPERATION", "LOCATION")
     assert spec.scheme.relation_allowed("HANDED_TO", "LOCATION", "FORCE")
+
+
+def test_hub_copy_of_the_default_trains_the_default():
+    """me5-small-hub.yaml is the default read from the Hub: only the encoder's source and the output folder differ."""
+    default, hub = (load_config(os.path.join(CONFIGS, n)).to_dict() for n in ("me5-small.yaml", "me5-small-hub.yaml"))
+    for cfg in (default, hub):
+        cfg["train"].pop("output_dir")
+    assert hub["model"] == default["model"] and hub["train"] == default["train"] and hub["data"] == default["data"]
+    assert hub["encoder"]["keep_layers"] == default["encoder"]["keep_layers"]

@@ -128,6 +128,15 @@ def test_bench_runs_every_variant_and_relates_pipelines_to_their_encoders(traine
     assert all(rows[v]["pipeline_vs_encoder_interleaved"] > 0 for v in ("onnx-fp32-unfused", "onnx-fp32", "onnx-int8"))
     assert result["meta"]["pipeline_vs_encoder_b32"]["onnx-fp32"] == rows["onnx-fp32"]["pipeline_vs_encoder_interleaved"]
     assert rows["onnx-fp32"]["entity_f1"] == rows["onnx-fp32-unfused"]["entity_f1"]  # fusion changes no decision
+    assert result["meta"]["cpu"] and isinstance(result["meta"]["isa"], list)
+
+
+def test_bench_names_the_cpu_and_the_instruction_sets_int8_speed_depends_on():
+    from rasd_train.bench import cpu_description
+    info = ("processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n\n"
+            "processor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n")
+    assert cpu_description(info) == {"cpu": "AMD EPYC 9R14", "isa": ["avx2", "avx512f", "avx512_vnni"]}
+    assert cpu_description("flags : sse2 avx2\n") == {"cpu": "unknown", "isa": ["avx2"]}
 
 
 def test_smoothing_keeps_the_fp32_function_and_shrinks_int8_error(exported_model, mini_corpus, tmp_path):

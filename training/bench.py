@@ -183,6 +183,33 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+# The instruction sets that decide how fast onnxruntime's INT8 kernels run against FP32: with VNNI (AVX-512 or
+# AVX) the U8S8 dot products are one instruction; on plain AVX2 they take three and can saturate. Ratios between
+# rows are only comparable across machines that share these.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+
+
+def cpu_description(cpuinfo: str) -> dict:
+    """The CPU's model name and which of CPU_FLAGS it has, from the text of /proc/cpuinfo (Linux)."""
+    model, flags = "unknown", set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and model == "unknown":
+            model = value.strip()
+        elif key == "flags" and not flags:
+            flags = set(value.split())
+    return {"cpu": model, "isa": [f for f in CPU_FLAGS if f in flags]}
+
+
+def this_cpu() -> dict:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return cpu_description(f.read())
+    except OSError:
+        return {"cpu": "unknown (no /proc/cpuinfo)", "isa": []}
+
+
 def markdown(rows: List[dict]) -> str:
     cols = [("variant", "variant"), ("tokens/s b1", "tokens_per_s_b1"), ("tokens/s b32", "tokens_per_s_b32"),
             ("docs/s b1", "docs_per_s_b1"), ("docs/s b32", "docs_per_s_b32"), ("× torch b32", "speedup_b32_vs_torch"),
@@ -254,7 +281,7 @@ def main(argv=None) -> int:
     out_dir = args.out or args.export_dir
     os.makedirs(out_dir, exist_ok=True)
     ratios = pipeline_vs_encoder(rows)
-    meta = {"int8_published": published, "cpu_count": os.cpu_count(), "threads": args.threads,
+    meta = {"int8_published": published, "cpu_count": os.cpu_count(), **this_cpu(), "threads": args.threads,
             "workload": "+".join(WORKLOAD_SPLITS), "pipeline_vs_encoder_b32": ratios,
             "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     with open(os.path.join(out_dir, "bench.json"), "w", encoding="utf-8") as f:
@@ -263,8 +290,10 @@ def main(argv=None) -> int:
     speed = ", ".join(f"{r['variant']} ×{r['speedup_b32_vs_torch']}" for r in rows if "speedup_b32_vs_torch" in r)
     with open(os.path.join(out_dir, "bench.md"), "w", encoding="utf-8") as f:
         f.write(table + f"\n\nThroughput at batch 32 relative to torch eager: {speed}.\n"
-                f"Each ONNX pipeline relative to its encoder graph alone (batch 32): {ratios}.\n")
+                f"Each ONNX pipeline relative to its encoder graph alone (batch 32): {ratios}.\n"
+                f"CPU: {meta['cpu']} ({', '.join(meta['isa'])}), {args.threads} threads.\n")
     print(table)
+    print(f"CPU: {meta['cpu']}; {', '.join(meta['isa']) or 'none of ' + ', '.join(CPU_FLAGS)}")
     print(f"throughput at batch 32 relative to torch eager: {speed}")
     print(f"pipeline / its encoder graph alone (batch 32): {ratios}")
     return 0
