@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 from rasd.schema import Document, Entity, Relation, read_documents, validate_document
 from rasd_train.augment import (AUGMENTATIONS, RENAMING, TATWEEL, Augmenter, Insertion, _insert,
                                 arabic_indic_digits, attach_clitics, diacritics, fuse_prepositions, join_documents,
-                                name_pool,
-                                parse_names, quote_names, replace_mentions, spelling_variants)
+                                name_pool, parse_names, quote_names, replace_mentions, spelling_variants)
 
 HERE = os.path.dirname(__file__)
 TRAIN = os.path.join(HERE, "..", "data", "corpus", "train.jsonl")

@@ -288,12 +288,12 @@ def main(argv=None) -> int:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     table = markdown(rows)
     speed = ", ".join(f"{r['variant']} ×{r['speedup_b32_vs_torch']}" for r in rows if "speedup_b32_vs_torch" in r)
+    cpu = f"CPU: {meta['cpu']} ({', '.join(meta['isa']) or 'none of ' + ', '.join(CPU_FLAGS)}), {args.threads} threads"
     with open(os.path.join(out_dir, "bench.md"), "w", encoding="utf-8") as f:
         f.write(table + f"\n\nThroughput at batch 32 relative to torch eager: {speed}.\n"
-                f"Each ONNX pipeline relative to its encoder graph alone (batch 32): {ratios}.\n"
-                f"CPU: {meta['cpu']} ({', '.join(meta['isa'])}), {args.threads} threads.\n")
+                f"Each ONNX pipeline relative to its encoder graph alone (batch 32): {ratios}.\n{cpu}.\n")
     print(table)
-    print(f"CPU: {meta['cpu']}; {', '.join(meta['isa']) or 'none of ' + ', '.join(CPU_FLAGS)}")
+    print(cpu)
     print(f"throughput at batch 32 relative to torch eager: {speed}")
     print(f"pipeline / its encoder graph alone (batch 32): {ratios}")
     return 0
