@@ -131,6 +131,24 @@ def test_bench_runs_every_variant_and_relates_pipelines_to_their_encoders(traine
     assert result["meta"]["cpu"] and isinstance(result["meta"]["isa"], list)
 
 
+def test_operator_profile_sums_kernel_time_by_op_type_for_both_encoder_graphs(exported_model, mini_corpus, tmp_path):
+    from rasd_train import profile_ops
+    events = [{"cat": "Node", "name": "a_kernel_time", "dur": 30, "args": {"op_name": "MatMul"}},
+              {"cat": "Node", "name": "a_fence_before", "dur": 99, "args": {"op_name": "MatMul"}},
+              {"cat": "Session", "name": "model_run", "dur": 500},
+              {"cat": "Node", "name": "b_kernel_time", "dur": 10, "args": {"op_name": "Softmax"}},
+              {"cat": "Node", "name": "c_kernel_time", "dur": 20, "args": {"op_name": "MatMul"}}]
+    assert profile_ops.op_times(events) == {"MatMul": 50.0, "Softmax": 10.0}
+    assert profile_ops.main([exported_model, "--corpus", mini_corpus, "--threads", "1", "--max-windows", "4",
+                             "--out", str(tmp_path / "ops.json")]) == 0
+    result = json.loads((tmp_path / "ops.json").read_text(encoding="utf-8"))
+    for graph in ("fp32", "int8"):
+        assert result[graph] and abs(sum(r["share"] for r in result[graph]) - 1) < 0.01
+    # the INT8 graph runs quantised kernels (QAttention, DynamicQuantizeMatMul, ...), the FP32 graph none
+    assert any("Quant" in r["op"] for r in result["int8"])
+    assert not any("Quant" in r["op"] for r in result["fp32"])
+
+
 def test_bench_names_the_cpu_and_the_instruction_sets_int8_speed_depends_on():
     from rasd_train.bench import cpu_description
     info = ("processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n\n"
