@@ -139,6 +139,11 @@ def test_operator_profile_sums_kernel_time_by_op_type_for_both_encoder_graphs(ex
               {"cat": "Node", "name": "b_kernel_time", "dur": 10, "args": {"op_name": "Softmax"}},
               {"cat": "Node", "name": "c_kernel_time", "dur": 20, "args": {"op_name": "MatMul"}}]
     assert profile_ops.op_times(events) == {"MatMul": 50.0, "Softmax": 10.0}
+    # the first run (warm-up) is left out by its time span
+    runs = [{"cat": "Session", "name": "model_run", "ts": 0, "dur": 100},
+            {"cat": "Session", "name": "model_run", "ts": 200, "dur": 100}]
+    timed = [dict(ev, ts=ts) for ev, ts in zip(events, (10, 20, 30, 210, 220))]
+    assert profile_ops.op_times(runs + timed, skip_runs=1) == {"MatMul": 20.0, "Softmax": 10.0}
     assert profile_ops.main([exported_model, "--corpus", mini_corpus, "--threads", "1", "--max-windows", "4",
                              "--out", str(tmp_path / "ops.json")]) == 0
     result = json.loads((tmp_path / "ops.json").read_text(encoding="utf-8"))

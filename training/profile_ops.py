@@ -4,7 +4,7 @@
 
 Runs the FP32 and the INT8 encoder graph of an export over the same batches
 of dev+test windows (batch 32) with onnxruntime's profiler on, and sums each
-node's kernel time by operator type. The session is built as the service
+node's kernel time by operator type (each session's first run, a warm-up, left out). The session is built as the service
 builds it (all graph optimizations), so the operators are the ones that run
 after onnxruntime's own fusions, e.g. MatMulIntegerToFloat for dynamic INT8.
 The shares say what a faster recipe would have to shrink: if the quantised
@@ -28,12 +28,18 @@ from .gate import GATE_SPLITS
 from .quantize import calibration_batches
 
 
-def op_times(profile_events: List[dict]) -> Dict[str, float]:
-    """Microseconds of kernel time per operator type, from onnxruntime's profile events."""
+def op_times(profile_events: List[dict], skip_runs: int = 0) -> Dict[str, float]:
+    """Microseconds of kernel time per operator type, from onnxruntime's profile events.
+
+    skip_runs: leave out the nodes of the session's first N runs (its warm-up: first-run allocations), found by
+    the time span of the session's `model_run` events."""
+    runs = sorted((ev for ev in profile_events if ev.get("cat") == "Session" and ev.get("name") == "model_run"),
+                  key=lambda ev: ev["ts"])
+    start = float(runs[skip_runs - 1]["ts"] + runs[skip_runs - 1]["dur"]) if skip_runs and runs else float("-inf")
     totals: Dict[str, float] = defaultdict(float)
     for ev in profile_events:
-        # Node events come in pairs (fence_before/kernel_time/fence_after); only kernel_time is the op's work.
-        if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):
+        # Each node logs fence_before / kernel_time / fence_after; only kernel_time is the op's work.
+        if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time") and ev.get("ts", 0) >= start:
             totals[ev.get("args", {}).get("op_name", "?")] += float(ev.get("dur", 0))
     return dict(totals)
 
@@ -46,10 +52,11 @@ def profile_graph(model_path: str, batches: List[dict], threads: int, scratch: s
     opts.enable_profiling = True
     opts.profile_file_prefix = os.path.join(scratch, os.path.basename(model_path))
     sess = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
+    sess.run(None, batches[0])  # warm-up, left out of the sums below
     for feed in batches:
         sess.run(None, feed)
     with open(sess.end_profiling(), encoding="utf-8") as f:
-        return op_times(json.load(f))
+        return op_times(json.load(f), skip_runs=1)
 
 
 def shares(times: Dict[str, float]) -> List[dict]:
@@ -79,7 +86,6 @@ def main(argv=None) -> int:
             if not os.path.exists(path):
                 print(f"{name}: no {ENCODER[key]} in {args.export_dir}; skipped")
                 continue
-            profile_graph(path, batches[:1], args.threads, scratch)  # warm-up run, its profile discarded
             rows = shares(profile_graph(path, batches, args.threads, scratch))
             result[name] = rows
             print(f"\n{name} encoder ({ENCODER[key]}), {sum(r['ms'] for r in rows):.0f} ms of kernel time:")
