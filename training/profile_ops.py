@@ -34,8 +34,9 @@ def op_times(profile_events: List[dict], skip_runs: int = 0) -> Dict[str, float]
     skip_runs: leave out the nodes of the session's first N runs (its warm-up: first-run allocations), found by
     the time span of the session's `model_run` events."""
     runs = sorted((ev for ev in profile_events if ev.get("cat") == "Session" and ev.get("name") == "model_run"),
-                  key=lambda ev: ev["ts"])
-    start = float(runs[skip_runs - 1]["ts"] + runs[skip_runs - 1]["dur"]) if skip_runs and runs else float("-inf")
+                  key=lambda ev: ev.get("ts", 0))
+    last_skipped = runs[min(skip_runs, len(runs)) - 1] if skip_runs and runs else None
+    start = float(last_skipped.get("ts", 0) + last_skipped.get("dur", 0)) if last_skipped else float("-inf")
     totals: Dict[str, float] = defaultdict(float)
     for ev in profile_events:
         # Each node logs fence_before / kernel_time / fence_after; only kernel_time is the op's work.
