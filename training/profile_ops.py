@@ -4,9 +4,10 @@
 
 Runs the FP32 and the INT8 encoder graph of an export over the same batches
 of dev+test windows (batch 32) with onnxruntime's profiler on, and sums each
-node's kernel time by operator type (each session's first run, a warm-up, left out). The session is built as the service
-builds it (all graph optimizations), so the operators are the ones that run
-after onnxruntime's own fusions, e.g. MatMulIntegerToFloat for dynamic INT8.
+node's kernel time by operator type (each session's first run, a warm-up,
+left out). The session is built as the service builds it (all graph
+optimizations), so the operators are the ones that run after onnxruntime's
+own fusions, e.g. QAttention and DynamicQuantizeMatMul for dynamic INT8.
 The shares say what a faster recipe would have to shrink: if the quantised
 MatMuls are most of the INT8 time, only fewer or cheaper MatMuls help; if the
 FP32 operators around them are, fusing or dropping those does.
